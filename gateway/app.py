@@ -1,0 +1,106 @@
+"""create_app(settings): wires settings, the shared HTTP client, providers, cookies and the hub into FastAPI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from itsdangerous import URLSafeTimedSerializer
+
+from gateway import __version__
+from gateway.chat.hub import Hub
+from gateway.config import Settings
+from gateway.cookies import Sealer, TokenCookie
+from gateway.errors import InvalidToken
+from gateway.headers import SecurityHeadersMiddleware
+from gateway.logs import AccessLogMiddleware
+from gateway.providers import Providers
+from gateway.security import Credentials, origin_of
+from gateway.sessions import LoginStateMiddleware
+from gateway.tokens import Principal
+
+log = logging.getLogger("gateway")
+PACKAGE = Path(__file__).parent
+
+
+def templates_dir() -> Path:
+    """Installed wheels carry templates inside the package; a source checkout keeps them at the top."""
+    inside = PACKAGE / "templates"
+    return inside if inside.is_dir() else PACKAGE.parent / "templates"
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs, built once per app."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    providers: Providers
+    token_cookie: TokenCookie
+    csrf: URLSafeTimedSerializer
+    hub: Hub
+    allowed_origins: frozenset[str]
+    templates: Jinja2Templates
+
+    async def validate(self, credentials: Credentials) -> Principal:
+        name = credentials.provider or self.providers.default
+        provider = self.providers.get(name)
+        if provider is None:
+            raise InvalidToken("the token's provider is no longer configured; sign in again")
+        return await provider.validator.validate(credentials.token, credentials.expires_at)
+
+
+def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
+    secrets = [key.get_secret_value() for key in settings.secret_keys]
+    public_origin = origin_of(settings.public_url)
+    templates = Jinja2Templates(directory=str(templates_dir()))
+    return Gateway(
+        settings=settings,
+        http=http,
+        providers=Providers(settings, http),
+        token_cookie=TokenCookie(Sealer(secrets, "token cookie"), settings.is_https, settings.session_max_age),
+        # itsdangerous signs with the *last* key and verifies with all: reversed, the first one signs.
+        csrf=URLSafeTimedSerializer(list(reversed(secrets)), salt="gateway logout csrf"),
+        hub=Hub(),
+        allowed_origins=frozenset({public_origin, *settings.allowed_origins}),
+        templates=templates,
+    )
+
+
+def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
+    from gateway.routes import auth, chat, ops
+
+    owns_client = http is None
+    client = http or httpx.AsyncClient(
+        timeout=settings.provider_timeout, follow_redirects=False, headers={"User-Agent": f"gateway/{__version__}"}
+    )
+    gateway = build_gateway(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.providers.warm_up()
+        try:
+            yield
+        finally:
+            if owns_client:
+                await client.aclose()
+
+    app = FastAPI(title="gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.gateway = gateway
+    secrets = [key.get_secret_value() for key in settings.secret_keys]
+    app.add_middleware(LoginStateMiddleware, sealer=Sealer(secrets, "login state"), https=settings.is_https)
+    app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url)
+    app.add_middleware(AccessLogMiddleware)
+    app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
+    app.include_router(ops.router)
+    app.include_router(auth.router)
+    app.include_router(chat.router)
+    return app

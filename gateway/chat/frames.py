@@ -1,0 +1,70 @@
+"""Client frames of protocol gateway.chat.v1 (CONTRACT §5): decoding and validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TEXT_CHARS = 2000
+MAX_CLIENT_ID_CHARS = 64
+
+
+class FrameError(Exception):
+    """A frame the server cannot use. `close_code` set: the connection ends; else an `error` frame."""
+
+    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    text: str
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientFrame = SendMessage | Ping
+
+
+def _client_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CLIENT_ID_CHARS:
+        raise FrameError("bad_frame", f"client_id must be a string of 1-{MAX_CLIENT_ID_CHARS} characters")
+    return value
+
+
+def decode_frame(text: str) -> ClientFrame:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise FrameError("bad_frame", "frames must be JSON text", close_code=1007) from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise FrameError("bad_frame", 'a frame is a JSON object with a "type"')
+    kind = data["type"]
+    if kind == "ping":
+        return Ping()
+    if kind == "message":
+        message_text = data.get("text")
+        if not isinstance(message_text, str) or not message_text.strip():
+            raise FrameError("bad_frame", '"message" needs a non-empty "text"')
+        if len(message_text) > MAX_TEXT_CHARS:
+            raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
+        return SendMessage(message_text, _client_id(data.get("client_id")))
+    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message or ping")
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_frame(code: str, message: str) -> str:
+    return encode({"type": "error", "code": code, "message": message})

@@ -1,0 +1,199 @@
+"""Settings: the GATEWAY_ environment and the env file, validated into one typed object."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from gateway.errors import ConfigError
+
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MIN_SECRET_BYTES = 32
+# The placeholder shipped in .env.example: refused outside the demo.
+EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"
+
+Preset = Literal["oidc", "github", "google", "keycloak", "entra", "auth0", "gitlab"]
+Validation = Literal["userinfo", "introspection", "jwt", "github"]
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ProviderSettings(BaseModel):
+    issuer: str | None = None
+    preset: Preset = "oidc"
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    scopes: CommaList = Field(default_factory=lambda: ["openid", "profile", "email"])
+    validation: Validation = "userinfo"
+    audience: str | None = None
+    title: str | None = None
+
+    _split = field_validator("scopes", mode="before")(_comma_list)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL like https://idp.example.com/realms/main, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProviderSettings:
+        if self.preset == "oidc" and not self.issuer:
+            raise ValueError("ISSUER is required for an OpenID Connect provider (the URL before /.well-known)")
+        if not self.client_id:
+            raise ValueError("CLIENT_ID is required: the client registered for the gateway at the provider")
+        if self.preset != "oidc":
+            raise ValueError(f"preset {self.preset!r} is not available in this version; use PRESET=oidc")
+        if self.validation != "userinfo":
+            raise ValueError(f"validation {self.validation!r} is not available in this version; use userinfo")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    public_url: str
+    secret_keys: Annotated[list[SecretStr], NoDecode]
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    default_provider: str | None = None
+    allowed_origins: CommaList = Field(default_factory=list)
+    allowed_redirect_domains: CommaList = Field(default_factory=list)
+    broker_url: str = "memory://"
+    history_path: Path = Path("gateway-history.sqlite3")
+    log_format: Literal["text", "json"] = "text"
+    session_max_age: int = Field(default=12 * 3600, gt=0)
+    provider_timeout: float = Field(default=5.0, gt=0)
+    demo: bool = False
+
+    _split = field_validator("allowed_origins", "allowed_redirect_domains", mode="before")(_comma_list)
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be the origin users see, like https://chat.example.com, got {value!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be an origin without a path (the gateway is served at /)")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+                raise ValueError(f"each entry must be an origin like https://app.example.com, got {origin!r}")
+        return [origin.lower() for origin in value]
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _provider_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # Env names can't hold "-": <NAME> is the name upper-cased with "-" written as "_".
+        renamed = {str(key).lower().replace("_", "-"): item for key, item in value.items()}
+        for name in renamed:
+            if not PROVIDER_NAME.match(name):
+                raise ValueError(f"provider name {name!r}: use lowercase letters, digits and '-'")
+        return renamed
+
+    @model_validator(mode="after")
+    def _whole(self) -> Settings:
+        if not self.secret_keys:
+            raise ValueError("GATEWAY_SECRET_KEYS is required: one or more random strings of 32+ bytes")
+        for key in self.secret_keys:
+            raw = key.get_secret_value()
+            if not self.demo and raw == EXAMPLE_SECRET:
+                raise ValueError("GATEWAY_SECRET_KEYS still holds the example value: generate your own")
+            if len(raw.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"GATEWAY_SECRET_KEYS: each key needs at least {MIN_SECRET_BYTES} bytes; "
+                    "try: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        if not self.providers:
+            raise ValueError(
+                "no provider configured: set GATEWAY_PROVIDERS__<NAME>__ISSUER and __CLIENT_ID (see .env.example)"
+            )
+        if self.default_provider is not None and self.default_provider not in self.providers:
+            raise ValueError(
+                f"GATEWAY_DEFAULT_PROVIDER={self.default_provider!r} names no configured provider "
+                f"({', '.join(sorted(self.providers))})"
+            )
+        if self.broker_url != "memory://":
+            raise ValueError("GATEWAY_BROKER_URL: only memory:// is available in this version")
+        return self
+
+    @property
+    def is_https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def default_provider_name(self) -> str:
+        return self.default_provider or next(iter(self.providers))
+
+    def redirect_uri(self, provider: str) -> str:
+        return f"{self.public_url}/auth/{provider}/callback"
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc if not str(part).startswith(("function-", "list[", "dict["))]
+    if not parts:
+        return "GATEWAY_*"
+    parts = [part.upper().replace("-", "_") for part in parts]
+    return "GATEWAY_" + "__".join(parts)
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per problem, naming the variable and what to do."""
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required (see .env.example)"
+        loc = item["loc"]
+        if loc and isinstance(loc[-1], int):  # an entry of a comma list
+            loc = loc[:-1]
+        lines.append(f"{_variable(loc) if loc else 'settings'}: {message}")
+    return lines
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Build Settings from the environment (and env file); raise ConfigError listing every problem."""
+    if env_file is not None and str(env_file) != ".env" and not Path(env_file).is_file():
+        raise ConfigError([f"--env-file {env_file}: no such file"])
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings raises this before validation, e.g. for a value it cannot parse.
+        raise ConfigError([f"settings: {exc}. Check the variable's format in .env.example"]) from None

@@ -1,0 +1,73 @@
+"""The exception tree. Each error carries a machine-readable code and says what to do."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    code = "gateway_error"
+
+
+class ConfigError(GatewayError):
+    """Bad settings: one line per problem, each naming the variable."""
+
+    code = "bad_config"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class CredentialError(GatewayError):
+    """A request's credentials were refused. Carries the HTTP status and WWW-Authenticate value."""
+
+    code = "credential_error"
+    status = 401
+    challenge: str | None = 'Bearer realm="gateway"'
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequest(CredentialError):
+    """The Authorization header is not `Bearer <token68>` (RFC 6750 §3.1 invalid_request)."""
+
+    code = "invalid_request"
+    status = 400
+    challenge = 'Bearer realm="gateway", error="invalid_request"'
+
+
+class MissingCredentials(CredentialError):
+    code = "unauthenticated"
+    status = 401
+    challenge = 'Bearer realm="gateway"'
+
+
+class InvalidToken(CredentialError):
+    """The provider says the token is not valid (unknown, expired or revoked)."""
+
+    code = "invalid_token"
+    status = 401
+    challenge = 'Bearer realm="gateway", error="invalid_token"'
+
+
+class Forbidden(CredentialError):
+    code = "forbidden"
+    status = 403
+    challenge = None
+
+
+class BadOrigin(Forbidden):
+    code = "bad_origin"
+
+
+class ProviderUnavailable(CredentialError):
+    """The provider could not answer (down, timed out, 429 or 5xx): not the user's fault."""
+
+    code = "provider_unavailable"
+    status = 503
+    challenge = None
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

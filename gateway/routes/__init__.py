@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes: I/O plumbing over the framework-free cores."""

@@ -1,0 +1,30 @@
+"""Rendering helpers shared by the page routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+from fastapi.responses import HTMLResponse
+
+from gateway.app import Gateway
+
+
+def gateway_of(request: HTTPConnection) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return gateway_of(request).templates.TemplateResponse(
+        request, template, context, status_code=status_code
+    )
+
+
+def error_page(request: Request, status_code: int, title: str, message: str,
+               headers: dict[str, str] | None = None) -> HTMLResponse:
+    response = render(request, "error.html", status_code, title=title, message=message)
+    if headers:
+        response.headers.update(headers)
+    return response

@@ -1,0 +1,126 @@
+"""Credentials on a request (CONTRACT §4): where the token comes from, the Origin policy, and the
+FastAPI dependency that turns a request into a Principal or a proper refusal."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Literal
+from urllib.parse import urlsplit
+
+from fastapi import Depends, HTTPException
+from starlette.requests import HTTPConnection
+
+from gateway.errors import BadOrigin, CredentialError, InvalidRequest, MissingCredentials
+from gateway.tokens import Principal, check_token_syntax
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+CHAT_PROTOCOL = "gateway.chat.v1"
+K8S_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."
+
+Source = Literal["header", "subprotocol", "cookie"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    source: Source
+    provider: str | None = None  # known for cookies: the cookie records who issued the token
+    expires_at: float | None = None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Credentials(source={self.source!r}, provider={self.provider!r})"
+
+
+def parse_authorization(value: str) -> str:
+    """`Bearer <token68>` → the token; anything else → InvalidRequest (400)."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise InvalidRequest("Authorization header must use the Bearer scheme")
+    token = rest.strip(" ")
+    if not token or " " in token:
+        raise InvalidRequest("Authorization header must be 'Bearer <token>'")
+    return check_token_syntax(token)
+
+
+def parse_subprotocols(value: str) -> str | None:
+    """The token carried in a `base64url.bearer.authorization.k8s.io.<token>` subprotocol entry."""
+    for entry in value.split(","):
+        entry = entry.strip()
+        if entry.startswith(K8S_TOKEN_PREFIX):
+            encoded = entry[len(K8S_TOKEN_PREFIX):]
+            try:
+                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                token = raw.decode("ascii")
+            except (binascii.Error, ValueError):
+                raise InvalidRequest("subprotocol token is not base64url of an ASCII token") from None
+            return check_token_syntax(token)
+    return None
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(origin: str | None, allowed: frozenset[str], *, required: bool) -> None:
+    """Exact scheme+host+port match; `null`, prefixes and suffixes never pass."""
+    if origin is None:
+        if required:
+            raise BadOrigin("a browser WebSocket must send an Origin header")
+        return
+    if origin.lower() not in allowed:
+        raise BadOrigin("this Origin may not open the chat socket")
+
+
+def extract_credentials(conn: HTTPConnection, gateway: Gateway) -> Credentials | None:
+    authorization = conn.headers.get("authorization")
+    if authorization is not None:
+        # A header that is present but malformed is an error: never fall back to the cookie.
+        return Credentials(parse_authorization(authorization), "header")
+    if conn.scope["type"] == "websocket":
+        offered = conn.headers.get("sec-websocket-protocol")
+        token = parse_subprotocols(offered) if offered else None
+        if token is not None:
+            return Credentials(token, "subprotocol")
+    session = gateway.token_cookie.read(conn)
+    if session is not None:
+        return Credentials(session.access_token, "cookie", session.provider, session.expires_at)
+    return None
+
+
+async def authenticate(conn: HTTPConnection, gateway: Gateway) -> Principal:
+    """The Principal behind this request, or a CredentialError saying why not."""
+    credentials = extract_credentials(conn, gateway)
+    if conn.scope["type"] == "websocket":
+        # Cookies ride along on cross-site requests (CSWSH): with a cookie, Origin is mandatory.
+        source = credentials.source if credentials else "cookie"
+        check_origin(conn.headers.get("origin"), gateway.allowed_origins, required=source == "cookie")
+    if credentials is None:
+        raise MissingCredentials("sign in, or send Authorization: Bearer <token>")
+    return await gateway.validate(credentials)
+
+
+def to_http_exception(error: CredentialError) -> HTTPException:
+    headers = {}
+    if error.challenge:
+        headers["WWW-Authenticate"] = error.challenge
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return HTTPException(status_code=error.status, detail=error.detail, headers=headers or None)
+
+
+async def current_principal(conn: HTTPConnection) -> Principal:
+    """The dependency for HTTP and WebSocket routes alike: refusals become real HTTP responses,
+    on WebSockets too (ASGI denial-response extension), before any accept."""
+    try:
+        return await authenticate(conn, conn.app.state.gateway)
+    except CredentialError as error:
+        raise to_http_exception(error) from None
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
