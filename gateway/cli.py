@@ -48,7 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import DEMO_CLIENT_ID, demo_provider
 
     with demo_provider() as issuer:
-        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         public = f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
         try:
             settings = load_settings(

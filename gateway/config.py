@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from gateway.errors import ConfigError
@@ -15,7 +15,7 @@ from gateway.errors import ConfigError
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 MIN_SECRET_BYTES = 32
 # The placeholder shipped in .env.example: refused outside the demo.
-EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"
+EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"  # noqa: S105 - the placeholder we refuse
 
 Preset = Literal["oidc", "github", "google", "keycloak", "entra", "auth0", "gitlab"]
 Validation = Literal["userinfo", "introspection", "jwt", "github"]
@@ -31,9 +31,11 @@ CommaList = Annotated[list[str], NoDecode]
 
 
 class ProviderSettings(BaseModel):
-    issuer: str | None = None
+    # Each check is a field validator (not one model validator) so every problem is reported, each under
+    # its own variable (GATEWAY_PROVIDERS__<NAME>__ISSUER, ...). `preset` comes first: ISSUER's check reads it.
     preset: Preset = "oidc"
-    client_id: str = ""
+    issuer: str | None = Field(default=None, validate_default=True)
+    client_id: str = Field(default="", validate_default=True)
     client_secret: SecretStr | None = None
     scopes: CommaList = Field(default_factory=lambda: ["openid", "profile", "email"])
     validation: Validation = "userinfo"
@@ -42,27 +44,38 @@ class ProviderSettings(BaseModel):
 
     _split = field_validator("scopes", mode="before")(_comma_list)
 
+    @field_validator("preset")
+    @classmethod
+    def _preset_available(cls, value: str) -> str:
+        if value != "oidc":
+            raise ValueError(f"preset {value!r} is not available in this version; use oidc")
+        return value
+
     @field_validator("issuer")
     @classmethod
-    def _issuer_is_url(cls, value: str | None) -> str | None:
+    def _issuer_is_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
+            if info.data.get("preset", "oidc") == "oidc":
+                raise ValueError("is required for an OpenID Connect provider (the URL before /.well-known)")
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http(s) URL like https://idp.example.com/realms/main, got {value!r}")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _complete(self) -> ProviderSettings:
-        if self.preset == "oidc" and not self.issuer:
-            raise ValueError("ISSUER is required for an OpenID Connect provider (the URL before /.well-known)")
-        if not self.client_id:
-            raise ValueError("CLIENT_ID is required: the client registered for the gateway at the provider")
-        if self.preset != "oidc":
-            raise ValueError(f"preset {self.preset!r} is not available in this version; use PRESET=oidc")
-        if self.validation != "userinfo":
-            raise ValueError(f"validation {self.validation!r} is not available in this version; use userinfo")
-        return self
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        if not value:
+            raise ValueError("is required: the client registered for the gateway at the provider")
+        return value
+
+    @field_validator("validation")
+    @classmethod
+    def _validation_available(cls, value: str) -> str:
+        if value != "userinfo":
+            raise ValueError(f"validation {value!r} is not available in this version; use userinfo")
+        return value
 
 
 class Settings(BaseSettings):
@@ -75,9 +88,12 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
+    # Checks are field validators so every problem is reported under its own variable; a field's check
+    # sees only the fields above it, hence `demo` first (the example key) and providers before the default.
+    demo: bool = False
     public_url: str
     secret_keys: Annotated[list[SecretStr], NoDecode]
-    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
     default_provider: str | None = None
     allowed_origins: CommaList = Field(default_factory=list)
     allowed_redirect_domains: CommaList = Field(default_factory=list)
@@ -86,7 +102,6 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     session_max_age: int = Field(default=12 * 3600, gt=0)
     provider_timeout: float = Field(default=5.0, gt=0)
-    demo: bool = False
 
     _split = field_validator("allowed_origins", "allowed_redirect_domains", mode="before")(_comma_list)
 
@@ -94,6 +109,19 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        if not value:
+            raise ValueError("is required: one or more random strings of 32+ bytes, comma-separated")
+        for key in value:
+            raw = key.get_secret_value()
+            if not info.data.get("demo", False) and raw == EXAMPLE_SECRET:
+                raise ValueError(f"still holds the example value: generate your own; {_KEY_HINT}")
+            if len(raw.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"each key needs at least {MIN_SECRET_BYTES} bytes; {_KEY_HINT}")
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -126,31 +154,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"provider name {name!r}: use lowercase letters, digits and '-'")
         return renamed
 
-    @model_validator(mode="after")
-    def _whole(self) -> Settings:
-        if not self.secret_keys:
-            raise ValueError("GATEWAY_SECRET_KEYS is required: one or more random strings of 32+ bytes")
-        for key in self.secret_keys:
-            raw = key.get_secret_value()
-            if not self.demo and raw == EXAMPLE_SECRET:
-                raise ValueError("GATEWAY_SECRET_KEYS still holds the example value: generate your own")
-            if len(raw.encode()) < MIN_SECRET_BYTES:
-                raise ValueError(
-                    f"GATEWAY_SECRET_KEYS: each key needs at least {MIN_SECRET_BYTES} bytes; "
-                    "try: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-                )
-        if not self.providers:
+    @field_validator("providers")
+    @classmethod
+    def _some_provider(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        if not value:
             raise ValueError(
                 "no provider configured: set GATEWAY_PROVIDERS__<NAME>__ISSUER and __CLIENT_ID (see .env.example)"
             )
-        if self.default_provider is not None and self.default_provider not in self.providers:
-            raise ValueError(
-                f"GATEWAY_DEFAULT_PROVIDER={self.default_provider!r} names no configured provider "
-                f"({', '.join(sorted(self.providers))})"
-            )
-        if self.broker_url != "memory://":
-            raise ValueError("GATEWAY_BROKER_URL: only memory:// is available in this version")
-        return self
+        return value
+
+    @field_validator("default_provider")
+    @classmethod
+    def _default_is_configured(cls, value: str | None, info: ValidationInfo) -> str | None:
+        providers = info.data.get("providers")  # absent when the providers themselves are invalid
+        if value is not None and providers is not None and value not in providers:
+            raise ValueError(f"{value!r} names no configured provider ({', '.join(sorted(providers))})")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_available(cls, value: str) -> str:
+        if value != "memory://":
+            raise ValueError("only memory:// is available in this version")
+        return value
 
     @property
     def is_https(self) -> bool:

@@ -24,7 +24,7 @@ def demo_provider(port: int = 0, token_lifetime: timedelta = timedelta(hours=1))
     app = oidc_provider_mock.app(access_token_max_age=token_lifetime)
     # It wraps itself in werkzeug's interactive debugger: never offer a code console, even on loopback.
     app.debug = False
-    app.wsgi_app = app.wsgi_app.app  # type: ignore[attr-defined, method-assign]
+    app.wsgi_app = app.wsgi_app.app
     app.secret_key = secrets.token_bytes(32)
     # Its Flask session cookie is named `session`; ours have their own names, so they never collide.
     server = werkzeug.serving.make_server(DEMO_HOST, port, app, threaded=True)

@@ -44,6 +44,23 @@ class AccessLogMiddleware:
             )
 
 
+class DropQueryStrings(logging.Filter):
+    """uvicorn logs each WebSocket handshake with its query string; keep only the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "?" in a for a in record.args):
+            record.args = tuple(
+                a.split("?", 1)[0] if isinstance(a, str) and a.startswith("/") else a for a in record.args
+            )
+        return True
+
+
+def quiet_uvicorn_queries() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DropQueryStrings) for f in logger.filters):
+        logger.addFilter(DropQueryStrings())
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 CHAT_PROTOCOL = "gateway.chat.v1"
-K8S_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."
+K8S_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."  # noqa: S105 - a prefix, not a secret
 
 Source = Literal["header", "subprotocol", "cookie"]
 
@@ -95,12 +95,11 @@ def extract_credentials(conn: HTTPConnection, gateway: Gateway) -> Credentials |
 async def authenticate(conn: HTTPConnection, gateway: Gateway) -> Principal:
     """The Principal behind this request, or a CredentialError saying why not."""
     credentials = extract_credentials(conn, gateway)
-    if conn.scope["type"] == "websocket":
-        # Cookies ride along on cross-site requests (CSWSH): with a cookie, Origin is mandatory.
-        source = credentials.source if credentials else "cookie"
-        check_origin(conn.headers.get("origin"), gateway.allowed_origins, required=source == "cookie")
     if credentials is None:
         raise MissingCredentials("sign in, or send Authorization: Bearer <token>")
+    if conn.scope["type"] == "websocket":
+        # Cookies ride along on cross-site requests (CSWSH): with a cookie, Origin is mandatory.
+        check_origin(conn.headers.get("origin"), gateway.allowed_origins, required=credentials.source == "cookie")
     return await gateway.validate(credentials)
 
 

@@ -8,27 +8,28 @@ import uvicorn
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from gateway.logs import quiet_uvicorn_queries
+
 MAX_CLIENT_FRAME = 4096
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with two handshake bugs fixed.
 
-    - A request its parser rejects (a header line over 8 KiB, say) had its 4xx answer built but never
-      written: the client hung until its own timeout. We write it and close.
+    - A request its parser rejects (a header line over 8 KiB, say) had its 431 built but never written:
+      the client hung until its own timeout. We write it and close.
     - Every handshake refused with a denial response logged "ASGI callable returned without completing
       handshake." at ERROR: the denial does complete the handshake, so we mark it so.
     """
 
-    def handle_parser_exception(self) -> None:
-        if self.conn.close_sent is None:  # failed during the HTTP handshake, not a WebSocket frame
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None and not self.close_sent:
+            # websockets refused the request itself (431, 414, garbage): its answer is buffered, send it.
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.handshake_complete = True
             self.close_sent = True
             self.transport.close()
-            return
-        super().handle_parser_exception()
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
@@ -37,11 +38,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", **extra: Any) -> uvicorn.Config:
+    quiet_uvicorn_queries()
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        ws=GatewayWebSocketProtocol,  # type: ignore[arg-type]
+        ws=GatewayWebSocketProtocol,
         ws_max_size=MAX_CLIENT_FRAME,
         ws_per_message_deflate=False,
         ws_ping_interval=20.0,

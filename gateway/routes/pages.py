@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from starlette.requests import HTTPConnection
 from fastapi.responses import HTMLResponse
+from starlette.requests import HTTPConnection
 
 from gateway.app import Gateway
 
