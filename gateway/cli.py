@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 
 EXIT_BAD_CONFIG = 2
+RELOAD_ENV_FILE = "_GATEWAY_RELOAD_ENV_FILE"  # no GATEWAY_ prefix: not a setting
 
 
 def _is_loopback(host: str) -> bool:
@@ -71,11 +73,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(exc.problems)
     if args.reload:
         setup_logging(args.log_level, settings.log_format)
+        from uvicorn.supervisors import ChangeReload
+
         from gateway.server import uvicorn_config
 
+        # The reloaded app is built in a fresh process: tell it which env file this command was given.
+        os.environ[RELOAD_ENV_FILE] = args.env_file
         config = uvicorn_config("gateway.cli:app_from_env", args.host, args.port, args.log_level,
                                 reload=True, factory=True)
-        uvicorn.Server(config).run()
+        # Server.run alone never reloads: the supervisor (as in uvicorn.run) watches files and restarts it.
+        ChangeReload(config, target=uvicorn.Server(config).run, sockets=[config.bind_socket()]).run()
         return 0
     _serve(settings, args.host, args.port, args.log_level)
     return 0
@@ -85,7 +92,7 @@ def app_from_env() -> object:
     """Factory for `serve --reload` (uvicorn re-imports the app in a child process)."""
     from gateway.app import create_app
 
-    return create_app(load_settings())
+    return create_app(load_settings(os.environ.get(RELOAD_ENV_FILE, ".env")))
 
 
 async def _check(settings: Settings) -> list[str]:

@@ -16,6 +16,7 @@ PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 MIN_SECRET_BYTES = 32
 # The placeholder shipped in .env.example: refused outside the demo.
 EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"  # noqa: S105 - the placeholder we refuse
+_KEY_HINT = "try: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 Preset = Literal["oidc", "github", "google", "keycloak", "entra", "auth0", "gitlab"]
 Validation = Literal["userinfo", "introspection", "jwt", "github"]
@@ -216,10 +217,15 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
     """Build Settings from the environment (and env file); raise ConfigError listing every problem."""
     if env_file is not None and str(env_file) != ".env" and not Path(env_file).is_file():
         raise ConfigError([f"--env-file {env_file}: no such file"])
+    # `demo` (which accepts the example key) is only ever set by `gateway demo`: never from GATEWAY_DEMO.
+    overrides.setdefault("demo", False)
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(describe(exc)) from None
     except SettingsError as exc:
-        # pydantic-settings raises this before validation, e.g. for a value it cannot parse.
-        raise ConfigError([f"settings: {exc}. Check the variable's format in .env.example"]) from None
+        # pydantic-settings raises this before validation, e.g. for a value it cannot parse:
+        # 'error parsing value for field "providers" from source "EnvSettingsSource"'.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        variable = _variable((field.group(1),)) if field else "settings"
+        raise ConfigError([f"{variable}: {exc}; check the value's format in .env.example"]) from None

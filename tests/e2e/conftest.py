@@ -9,14 +9,16 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -38,13 +40,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _read_log(log: IO[bytes]) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")
+def _read_log(log: Path) -> str:
+    return log.read_text("utf-8", "replace")
 
 
-def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -60,43 +60,48 @@ def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: IO[bytes
                 f"{_read_log(log)}")
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    # Remember failures on the module so the demo fixture can print the server log at teardown.
+DEMO_LOG = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # A failed test's report carries the demo server's log so far, shown after the traceback.
     report = yield
-    module = getattr(item, "module", None)
-    if report.failed and module is not None:
-        module.__dict__["_gateway_e2e_failed"] = True
+    module = item.getparent(pytest.Module)
+    log = module.stash.get(DEMO_LOG, None) if module is not None else None
+    if report.failed and log is not None and log.exists():
+        report.sections.append(("gateway demo log", _read_log(log)))
     return report
 
 
 @pytest.fixture(scope="module")
-def demo_url(request: pytest.FixtureRequest) -> Iterator[str]:
+def demo_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start `gateway demo` on a free loopback port; yields its base URL."""
     _require_chromium()
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
+    log = tmp_path_factory.mktemp("gateway-demo") / "demo.log"
+    with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
         )
+    request.node.stash[DEMO_LOG] = log
+    try:
+        _wait_healthy(base_url, process, log)
+        yield base_url
+    finally:
+        process.terminate()
         try:
-            _wait_healthy(base_url, process, log)
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            if request.module.__dict__.get("_gateway_e2e_failed"):
-                print(f"\n----- gateway demo log ({base_url}) -----\n{_read_log(log)}", file=sys.stderr)
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 @pytest.fixture(scope="module")
-def browser(demo_url: str) -> Iterator[Any]:
+def browser(demo_url: str) -> Iterator[Browser]:
     """One headless system Chromium for the module."""
     from playwright.sync_api import sync_playwright
 
