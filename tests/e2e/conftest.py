@@ -82,10 +82,12 @@ def demo_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("gateway-demo") / "demo.log"
+    # The demo still reads GATEWAY_* settings from the environment: a developer's shell must not leak in.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env,
         )
     request.node.stash[DEMO_LOG] = log
     try:
