@@ -15,16 +15,15 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import URLSafeTimedSerializer
 
 from gateway import __version__
+from gateway.authenticator import Authenticator
 from gateway.chat.hub import Hub
 from gateway.config import Settings
-from gateway.cookies import Sealer, TokenCookie
-from gateway.errors import InvalidToken
+from gateway.cookies import RefreshCookie, Sealer, TokenCookie
 from gateway.headers import SecurityHeadersMiddleware
 from gateway.logs import AccessLogMiddleware
 from gateway.providers import Providers
-from gateway.security import Credentials, origin_of
+from gateway.security import origin_of
 from gateway.sessions import LoginStateMiddleware
-from gateway.tokens import Principal
 
 log = logging.getLogger("gateway")
 PACKAGE = Path(__file__).parent
@@ -45,27 +44,25 @@ class Gateway:
     providers: Providers
     token_cookie: TokenCookie
     csrf: URLSafeTimedSerializer
+    refresh_cookie: RefreshCookie
+    authenticator: Authenticator
     hub: Hub
     allowed_origins: frozenset[str]
     templates: Jinja2Templates
-
-    async def validate(self, credentials: Credentials) -> Principal:
-        name = credentials.provider or self.providers.default
-        provider = self.providers.get(name)
-        if provider is None:
-            raise InvalidToken("the token's provider is no longer configured; sign in again")
-        return await provider.validator.validate(credentials.token, credentials.expires_at)
 
 
 def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
     secrets = [key.get_secret_value() for key in settings.secret_keys]
     public_origin = origin_of(settings.public_url)
     templates = Jinja2Templates(directory=str(templates_dir()))
+    providers = Providers(settings, http)
     return Gateway(
         settings=settings,
         http=http,
-        providers=Providers(settings, http),
+        providers=providers,
         token_cookie=TokenCookie(Sealer(secrets, "token cookie"), settings.is_https, settings.session_max_age),
+        refresh_cookie=RefreshCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),
+        authenticator=Authenticator(settings, providers),
         # itsdangerous signs with the *last* key and verifies with all: reversed, the first one signs.
         csrf=URLSafeTimedSerializer(list(reversed(secrets)), salt="gateway logout csrf"),
         hub=Hub(),

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInf
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from gateway.errors import ConfigError
+from gateway.presets import PRESETS
+from gateway.presets import Preset as PresetInfo
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 MIN_SECRET_BYTES = 32
@@ -20,6 +22,8 @@ _KEY_HINT = "try: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 Preset = Literal["oidc", "github", "google", "keycloak", "entra", "auth0", "gitlab"]
 Validation = Literal["userinfo", "introspection", "jwt", "github"]
+# Never "none", never HS*: a public key must not be usable as an HMAC secret.
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 
 def _comma_list(value: Any) -> Any:
@@ -33,32 +37,40 @@ CommaList = Annotated[list[str], NoDecode]
 
 class ProviderSettings(BaseModel):
     # Each check is a field validator (not one model validator) so every problem is reported, each under
-    # its own variable (GATEWAY_PROVIDERS__<NAME>__ISSUER, ...). `preset` comes first: ISSUER's check reads it.
+    # its own variable (GATEWAY_PROVIDERS__<NAME>__ISSUER, ...). A check sees only the fields above it:
+    # hence preset, tenant and domain before issuer, and client_secret before validation.
     preset: Preset = "oidc"
+    tenant: str | None = None
+    domain: str | None = None
     issuer: str | None = Field(default=None, validate_default=True)
     client_id: str = Field(default="", validate_default=True)
     client_secret: SecretStr | None = None
-    scopes: CommaList = Field(default_factory=lambda: ["openid", "profile", "email"])
-    validation: Validation = "userinfo"
+    scopes: CommaList | None = Field(default=None, validate_default=True)
+    validation: Validation | None = Field(default=None, validate_default=True)
     audience: str | None = None
+    algorithms: CommaList = Field(default_factory=list)
+    required_scopes: CommaList = Field(default_factory=list)
     title: str | None = None
 
-    _split = field_validator("scopes", mode="before")(_comma_list)
-
-    @field_validator("preset")
-    @classmethod
-    def _preset_available(cls, value: str) -> str:
-        if value != "oidc":
-            raise ValueError(f"preset {value!r} is not available in this version; use oidc")
-        return value
+    _split = field_validator("scopes", "algorithms", "required_scopes", mode="before")(_comma_list)
 
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        preset = PRESETS[info.data.get("preset", "oidc")]
         if value is None:
-            if info.data.get("preset", "oidc") == "oidc":
+            if preset.issuer:
+                return preset.issuer
+            if preset.issuer_template:
+                needed = preset.needs[0]
+                part = info.data.get(needed)
+                if not part:
+                    raise ValueError(f"set {needed.upper()} (or ISSUER) for preset {preset.name!r}")
+                value = preset.issuer_template.format(**{needed: part})
+            elif preset.discovery:
                 raise ValueError("is required for an OpenID Connect provider (the URL before /.well-known)")
-            return None
+            else:
+                return None  # GitHub: github.com unless ISSUER names a GitHub Enterprise server
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http(s) URL like https://idp.example.com/realms/main, got {value!r}")
@@ -71,12 +83,34 @@ class ProviderSettings(BaseModel):
             raise ValueError("is required: the client registered for the gateway at the provider")
         return value
 
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str] | None, info: ValidationInfo) -> list[str]:
+        return value if value else list(PRESETS[info.data.get("preset", "oidc")].scopes)
+
     @field_validator("validation")
     @classmethod
-    def _validation_available(cls, value: str) -> str:
-        if value != "userinfo":
-            raise ValueError(f"validation {value!r} is not available in this version; use userinfo")
+    def _validation(cls, value: str | None, info: ValidationInfo) -> str:
+        preset = PRESETS[info.data.get("preset", "oidc")]
+        value = value or preset.validation
+        if (value == "github") != (preset.name == "github"):
+            raise ValueError("github validation goes with PRESET=github, and only with it")
+        if value == "introspection" and info.data.get("client_secret") is None:
+            raise ValueError("introspection authenticates the gateway at the provider: set CLIENT_SECRET too")
         return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        for alg in value:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                allowed = ", ".join(ASYMMETRIC_ALGORITHMS)
+                raise ValueError(f"{alg!r} is not allowed: use asymmetric algorithms ({allowed})")
+        return value
+
+    @property
+    def preset_info(self) -> PresetInfo:
+        return PRESETS[self.preset]
 
 
 class Settings(BaseSettings):
@@ -103,6 +137,16 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     session_max_age: int = Field(default=12 * 3600, gt=0)
     provider_timeout: float = Field(default=5.0, gt=0)
+    allow_bots: bool = False
+    validation_cache_ttl: float = Field(default=60.0, gt=0)
+    invalid_cache_ttl: float = Field(default=10.0, ge=0)
+    validation_cache_size: int = Field(default=10_000, gt=0)
+    provider_concurrency: int = Field(default=32, gt=0)
+    failed_auth_burst: int = Field(default=20, gt=0)
+    failed_auth_rate: float = Field(default=0.5, gt=0)
+    jwt_leeway: int = Field(default=30, ge=0, le=300)
+    jwks_refresh: float = Field(default=3600.0, gt=0)
+    jwks_min_refetch: float = Field(default=60.0, ge=0)
 
     _split = field_validator("allowed_origins", "allowed_redirect_domains", mode="before")(_comma_list)
 

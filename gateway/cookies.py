@@ -58,6 +58,7 @@ class TokenSession:
     provider: str
     access_token: str
     expires_at: float | None
+    auth_time: float  # when the user signed in: GATEWAY_SESSION_MAX_AGE counts from here, across refreshes
 
 
 class TokenCookie:
@@ -76,20 +77,23 @@ class TokenCookie:
         payload = self.sealer.open(raw, self.max_age)
         if payload is None:
             return None
-        provider, token, expires_at = payload.get("p"), payload.get("t"), payload.get("e")
-        if not isinstance(provider, str) or not isinstance(token, str):
+        provider, token, expires_at, auth_time = payload.get("p"), payload.get("t"), payload.get("e"), payload.get("a")
+        if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float):
             return None
         if expires_at is not None and not isinstance(expires_at, int | float):
             return None
-        return TokenSession(provider, token, expires_at)
+        if auth_time + self.max_age <= self._clock():
+            return None
+        return TokenSession(provider, token, expires_at, auth_time)
 
     def seal(self, session: TokenSession) -> tuple[str, int]:
         """The cookie value and its Max-Age: the earlier of the token's expiry and the session limit."""
         now = self._clock()
-        max_age = self.max_age
+        max_age = max(0, int(session.auth_time + self.max_age - now))
         if session.expires_at is not None:
             max_age = max(0, min(max_age, int(session.expires_at - now)))
-        value = self.sealer.seal({"p": session.provider, "t": session.access_token, "e": session.expires_at})
+        value = self.sealer.seal({"p": session.provider, "t": session.access_token, "e": session.expires_at,
+                                  "a": session.auth_time})
         if len(value) + len(self.name) > MAX_COOKIE_BYTES:
             raise ValueError("the provider's token is too large for a cookie")
         return value, max_age
@@ -102,3 +106,49 @@ class TokenCookie:
 
     def clear(self, response: Response) -> None:
         response.delete_cookie(self.name, path="/", secure=self.secure, httponly=True, samesite="lax")
+
+
+@dataclass(frozen=True)
+class RefreshSession:
+    provider: str
+    refresh_token: str
+    auth_time: float
+
+
+class RefreshCookie:
+    """The refresh token, sealed, sent only to POST /auth/refresh (Path) and never to scripts."""
+
+    PATH = "/auth/refresh"
+
+    def __init__(self, sealer: Sealer, https: bool, max_age: int, clock: Callable[[], float] = time.time) -> None:
+        self.sealer = sealer
+        self.secure = https
+        # __Host- requires Path=/; __Secure- still pins it to https.
+        self.name = "__Secure-gateway_refresh" if https else "gateway_refresh"
+        self.max_age = max_age
+        self._clock = clock
+
+    def read(self, conn: HTTPConnection) -> RefreshSession | None:
+        raw = conn.cookies.get(self.name)
+        payload = self.sealer.open(raw, self.max_age) if raw else None
+        if payload is None:
+            return None
+        provider, token, auth_time = payload.get("p"), payload.get("r"), payload.get("a")
+        if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float):
+            return None
+        if auth_time + self.max_age <= self._clock():
+            return None
+        return RefreshSession(provider, token, auth_time)
+
+    def set(self, response: Response, session: RefreshSession) -> bool:
+        """False (and nothing set) when the refresh token is too big to keep in a cookie."""
+        value = self.sealer.seal({"p": session.provider, "r": session.refresh_token, "a": session.auth_time})
+        if len(value) + len(self.name) > MAX_COOKIE_BYTES:
+            return False
+        max_age = max(0, int(session.auth_time + self.max_age - self._clock()))
+        response.set_cookie(self.name, value, max_age=max_age, path=self.PATH, secure=self.secure, httponly=True,
+                            samesite="strict")
+        return True
+
+    def clear(self, response: Response) -> None:
+        response.delete_cookie(self.name, path=self.PATH, secure=self.secure, httponly=True, samesite="strict")

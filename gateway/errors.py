@@ -54,11 +54,28 @@ class InvalidToken(CredentialError):
 class Forbidden(CredentialError):
     code = "forbidden"
     status = 403
-    challenge = None
+    challenge: str | None = None
 
 
 class BadOrigin(Forbidden):
     code = "bad_origin"
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+    challenge = 'Bearer realm="gateway", error="insufficient_scope"'
+
+
+class RateLimited(CredentialError):
+    """Too many failed attempts from one client address: slow down before any provider call."""
+
+    code = "rate_limited"
+    status = 429
+    challenge = None
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class ProviderUnavailable(CredentialError):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 
+from gateway.authenticator import Credentials
 from gateway.errors import BadOrigin, CredentialError, InvalidRequest, MissingCredentials
 from gateway.tokens import Principal, check_token_syntax
 
@@ -20,20 +20,6 @@ if TYPE_CHECKING:
 
 CHAT_PROTOCOL = "gateway.chat.v1"
 K8S_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."  # noqa: S105 - a prefix, not a secret
-
-Source = Literal["header", "subprotocol", "cookie"]
-
-
-@dataclass(frozen=True)
-class Credentials:
-    token: str
-    source: Source
-    provider: str | None = None  # known for cookies: the cookie records who issued the token
-    expires_at: float | None = None
-
-    def __repr__(self) -> str:  # never show the token
-        return f"Credentials(source={self.source!r}, provider={self.provider!r})"
-
 
 def parse_authorization(value: str) -> str:
     """`Bearer <token68>` → the token; anything else → InvalidRequest (400)."""
@@ -53,7 +39,8 @@ def parse_subprotocols(value: str) -> str | None:
         if entry.startswith(K8S_TOKEN_PREFIX):
             encoded = entry[len(K8S_TOKEN_PREFIX):]
             try:
-                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                # validate=True: the lenient default silently drops characters outside the alphabet.
+                raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
                 token = raw.decode("ascii")
             except (binascii.Error, ValueError):
                 raise InvalidRequest("subprotocol token is not base64url of an ASCII token") from None
@@ -88,7 +75,8 @@ def extract_credentials(conn: HTTPConnection, gateway: Gateway) -> Credentials |
             return Credentials(token, "subprotocol")
     session = gateway.token_cookie.read(conn)
     if session is not None:
-        return Credentials(session.access_token, "cookie", session.provider, session.expires_at)
+        return Credentials(session.access_token, "cookie", session.provider, session.expires_at,
+                           session.auth_time + gateway.settings.session_max_age)
     return None
 
 
@@ -100,14 +88,17 @@ async def authenticate(conn: HTTPConnection, gateway: Gateway) -> Principal:
     if conn.scope["type"] == "websocket":
         # Cookies ride along on cross-site requests (CSWSH): with a cookie, Origin is mandatory.
         check_origin(conn.headers.get("origin"), gateway.allowed_origins, required=credentials.source == "cookie")
-    return await gateway.validate(credentials)
+    client = conn.client.host if conn.client else None
+    principal = await gateway.authenticator.principal(credentials, client)
+    conn.state.credentials = credentials  # an open socket re-checks them (gateway.chat.watch)
+    return principal
 
 
 def to_http_exception(error: CredentialError) -> HTTPException:
     headers = {}
     if error.challenge:
         headers["WWW-Authenticate"] = error.challenge
-    retry_after = getattr(error, "retry_after", None)
+    retry_after = getattr(error, "retry_after", None)  # 503 and 429
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return HTTPException(status_code=error.status, detail=error.detail, headers=headers or None)

@@ -48,6 +48,10 @@ def problems_of(tmp_path: Path, variables: dict[str, str], **overrides: object) 
     return caught.value.problems
 
 
+def settings_of(tmp_path: Path, variables: dict[str, str]) -> Settings:
+    return load_settings(env_file=write_env(tmp_path, variables))
+
+
 def named(problems: list[str]) -> list[str]:
     """The variable each problem line names (the text before the first ': ')."""
     return [line.split(": ", 1)[0] for line in problems]
@@ -244,10 +248,36 @@ def test_unknown_default_provider(tmp_path: Path) -> None:
     assert "(idp)" in problems[0]
 
 
-def test_preset_of_a_later_version_refused(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, with_changes(GATEWAY_PROVIDERS__IDP__PRESET="github"))
-    assert named(problems) == ["GATEWAY_PROVIDERS__IDP__PRESET"]
-    assert "use oidc" in problems[0]
+def test_github_preset_needs_no_issuer_and_defaults_to_github_validation(tmp_path: Path) -> None:
+    variables = with_changes(GATEWAY_PROVIDERS__IDP__PRESET="github")
+    del variables["GATEWAY_PROVIDERS__IDP__ISSUER"]
+    settings = settings_of(tmp_path, variables)
+    provider = settings.providers["idp"]
+    assert provider.issuer is None and provider.validation == "github"
+    assert provider.scopes == ["read:user", "user:email"]
+
+
+def test_presets_build_their_issuer(tmp_path: Path) -> None:
+    variables = with_changes(GATEWAY_PROVIDERS__IDP__PRESET="entra", GATEWAY_PROVIDERS__IDP__TENANT="contoso-id")
+    del variables["GATEWAY_PROVIDERS__IDP__ISSUER"]
+    assert settings_of(tmp_path, variables).providers["idp"].issuer == \
+        "https://login.microsoftonline.com/contoso-id/v2.0"
+    variables = with_changes(GATEWAY_PROVIDERS__IDP__PRESET="auth0", GATEWAY_PROVIDERS__IDP__DOMAIN="me.eu.auth0.com")
+    del variables["GATEWAY_PROVIDERS__IDP__ISSUER"]
+    assert settings_of(tmp_path, variables).providers["idp"].issuer == "https://me.eu.auth0.com"
+
+
+def test_preset_missing_its_tenant_names_the_variable(tmp_path: Path) -> None:
+    variables = with_changes(GATEWAY_PROVIDERS__IDP__PRESET="entra")
+    del variables["GATEWAY_PROVIDERS__IDP__ISSUER"]
+    problems = problems_of(tmp_path, variables)
+    assert named(problems) == ["GATEWAY_PROVIDERS__IDP__ISSUER"]
+    assert "TENANT" in problems[0]
+
+
+def test_keycloak_preset_defaults_to_jwt(tmp_path: Path) -> None:
+    settings = settings_of(tmp_path, with_changes(GATEWAY_PROVIDERS__IDP__PRESET="keycloak"))
+    assert settings.providers["idp"].validation == "jwt"
 
 
 def test_unknown_preset_refused(tmp_path: Path) -> None:
@@ -255,10 +285,23 @@ def test_unknown_preset_refused(tmp_path: Path) -> None:
     assert named(problems) == ["GATEWAY_PROVIDERS__IDP__PRESET"]
 
 
-def test_validation_of_a_later_version_refused(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, with_changes(GATEWAY_PROVIDERS__IDP__VALIDATION="jwt"))
+def test_github_validation_only_with_github_preset(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, with_changes(GATEWAY_PROVIDERS__IDP__VALIDATION="github"))
     assert named(problems) == ["GATEWAY_PROVIDERS__IDP__VALIDATION"]
-    assert "use userinfo" in problems[0]
+
+
+def test_introspection_needs_a_client_secret(tmp_path: Path) -> None:
+    variables = with_changes(GATEWAY_PROVIDERS__IDP__VALIDATION="introspection")
+    variables.pop("GATEWAY_PROVIDERS__IDP__CLIENT_SECRET", None)
+    problems = problems_of(tmp_path, variables)
+    assert named(problems) == ["GATEWAY_PROVIDERS__IDP__VALIDATION"]
+    assert "CLIENT_SECRET" in problems[0]
+
+
+def test_symmetric_or_none_algorithms_refused(tmp_path: Path) -> None:
+    for alg in ("HS256", "none"):
+        problems = problems_of(tmp_path, with_changes(GATEWAY_PROVIDERS__IDP__ALGORITHMS=f"RS256,{alg}"))
+        assert named(problems) == ["GATEWAY_PROVIDERS__IDP__ALGORITHMS"], alg
 
 
 def test_broker_of_a_later_version_refused(tmp_path: Path) -> None:
@@ -303,7 +346,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "GATEWAY_PUBLIC_URL": "chat.example.com",
         "GATEWAY_SECRET_KEYS": "short",
         "GATEWAY_PROVIDERS__IDP__ISSUER": "https://idp.example.com",
-        "GATEWAY_PROVIDERS__IDP__PRESET": "google",
+        "GATEWAY_PROVIDERS__IDP__PRESET": "okta",
         "GATEWAY_ALLOWED_ORIGINS": "https://app.example.com/",
     })
     assert named(problems) == [

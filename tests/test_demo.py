@@ -66,8 +66,7 @@ def test_sign_in_through_the_real_provider(demo: str) -> None:
 
 @pytest.mark.anyio
 async def test_cookie_and_bearer_clients_chat(demo: str) -> None:
-    alice = sign_in(demo, "alice")
-    bob = sign_in(demo, "bob")
+    alice, bob = await asyncio.to_thread(sign_in, demo, "alice"), await asyncio.to_thread(sign_in, demo, "bob")
     # A bot uses the provider's access token directly; get one by signing in at the provider as "bot".
     ws_url = demo.replace("http://", "ws://") + "/ws/lobby"
     cookie_header = f"gateway_token={alice}"
@@ -88,9 +87,9 @@ async def test_cookie_and_bearer_clients_chat(demo: str) -> None:
 
 @pytest.mark.anyio
 async def test_bearer_token_client_chats(demo: str) -> None:
-    token = provider_access_token(demo, "robot")
+    token = await asyncio.to_thread(provider_access_token, demo, "robot")
     ws_url = demo.replace("http://", "ws://") + "/ws/bots"
-    alice = sign_in(demo, "alice")
+    alice = await asyncio.to_thread(sign_in, demo, "alice")
     async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as bot, \
             connect(ws_url, additional_headers={"Cookie": f"gateway_token={alice}"},
                     origin=demo) as person:  # type: ignore[arg-type]
@@ -101,7 +100,8 @@ async def test_bearer_token_client_chats(demo: str) -> None:
         await bot.send(json.dumps({"type": "message", "text": "beep"}))
         message = json.loads(await asyncio.wait_for(person.recv(), 5))
         assert message["text"] == "beep" and message["user"]["name"] == "robot"
-    refused = httpx.get(f"{demo}/auth/session", headers={"Authorization": "Bearer not-a-real-token"})
+    async with httpx.AsyncClient() as http:
+        refused = await http.get(f"{demo}/auth/session", headers={"Authorization": "Bearer not-a-real-token"})
     assert refused.json()["reason"] == "invalid_token"
 
 

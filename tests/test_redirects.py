@@ -80,8 +80,8 @@ def test_missing_relative_or_oversized_next_is_chat(value: str | None) -> None:
 
 @pytest.fixture
 def guarded_client(idp: FakeIdP, make_settings: SettingsFactory) -> Iterator[TestClient]:
-    settings = make_settings(allowed_redirect_domains=ALLOWED)
-    with TestClient(create_app(settings), base_url=PUBLIC_URL, follow_redirects=False) as test_client:
+    app = create_app(make_settings(allowed_redirect_domains=ALLOWED))
+    with TestClient(app, base_url=PUBLIC_URL, follow_redirects=False) as test_client:
         yield test_client
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.base_client import OAuthError
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from itsdangerous import BadData
 from joserfc.errors import JoseError
 
-from gateway.cookies import TokenSession
+from gateway.app import Gateway
+from gateway.cookies import RefreshSession, TokenSession
 from gateway.errors import CredentialError, ProviderUnavailable
 from gateway.redirects import safe_next
 from gateway.routes.pages import error_page, gateway_of, render
@@ -75,14 +78,13 @@ async def callback(request: Request, name: str) -> Response:
     try:
         await provider.metadata()
         token: dict[str, Any] = await provider.oauth.authorize_access_token(request)
-        access_token = token["access_token"]
-        if "openid" in provider.settings.scopes and not token.get("userinfo"):
+        if not isinstance(token.get("access_token"), str):
+            raise ValueError("the provider returned no access token")
+        if provider.preset.discovery and "openid" in (provider.settings.scopes or []) and not token.get("userinfo"):
             raise ValueError("the provider returned no ID token")
-        expires_at = token.get("expires_at")
-        session = TokenSession(name, str(access_token), float(expires_at) if expires_at else None)
         target = request.session.pop("next", None) or "/chat"
         response = RedirectResponse(target, status_code=303)
-        gateway.token_cookie.set(response, session)
+        _keep_tokens(gateway, response, name, token, auth_time=time.time())
     except CALLBACK_ERRORS as exc:
         # Only the error's type and code: its text may quote what the provider sent.
         log.warning("sign-in at %s failed: %s %s", name, type(exc).__name__, getattr(exc, "error", ""))
@@ -90,6 +92,51 @@ async def callback(request: Request, name: str) -> Response:
         return _sign_in_failed(request, "The sign-in could not be completed (it may have expired or been "
                                         "started in another window).")
     log.info("signed in at %s", name)
+    return response
+
+
+def _keep_tokens(gateway: Gateway, response: Response, provider: str, token: dict[str, Any],
+                 auth_time: float) -> None:
+    """Seal the access token (and the refresh token, when there is one) into their cookies."""
+    expires_at = token.get("expires_at")
+    gateway.token_cookie.set(response, TokenSession(provider, str(token["access_token"]),
+                                                    float(expires_at) if expires_at else None, auth_time))
+    refresh_token = token.get("refresh_token")
+    if isinstance(refresh_token, str) and refresh_token:
+        if not gateway.refresh_cookie.set(response, RefreshSession(provider, refresh_token, auth_time)):
+            log.warning("refresh token from %s too large for a cookie; the session ends with the access token",
+                        provider)
+
+
+@router.post("/auth/refresh")
+async def refresh(request: Request) -> Response:
+    """A new access token from the sealed refresh token: 204 with fresh cookies, 401 when the provider
+    says no (cookies cleared), 503 when it cannot answer."""
+    gateway = gateway_of(request)
+    kept = gateway.refresh_cookie.read(request)
+    provider = gateway.providers.get(kept.provider) if kept else None
+    if kept is None or provider is None:
+        return JSONResponse({"error": "no_refresh_token"}, status_code=401,
+                            headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+    try:
+        await provider.metadata()
+        token: dict[str, Any] = await provider.oauth.fetch_access_token(
+            grant_type="refresh_token", refresh_token=kept.refresh_token)
+        if "access_token" not in token:
+            raise OAuthError("invalid_grant", "no access token in the refresh answer")
+    except OAuthError as exc:
+        log.info("refresh at %s refused: %s", kept.provider, exc.error)
+        response: Response = JSONResponse({"error": "refresh_refused"}, status_code=401,
+                                          headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+        gateway.token_cookie.clear(response)
+        gateway.refresh_cookie.clear(response)
+        return response
+    except (httpx.HTTPError, ProviderUnavailable, AuthlibBaseError, ValueError) as exc:
+        log.warning("refresh at %s failed: %s", kept.provider, type(exc).__name__)
+        return JSONResponse({"error": "provider_unavailable"}, status_code=503, headers={"Retry-After": "5"})
+    response = Response(status_code=204)
+    token.setdefault("refresh_token", kept.refresh_token)  # providers that do not rotate keep the old one
+    _keep_tokens(gateway, response, kept.provider, token, kept.auth_time)
     return response
 
 
@@ -113,6 +160,7 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
                           "The logout form was stale or came from elsewhere. Reload the chat and try again.")
     response = RedirectResponse("/login", status_code=303)
     gateway.token_cookie.clear(response)
+    gateway.refresh_cookie.clear(response)
     return response
 
 

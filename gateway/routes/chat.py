@@ -15,10 +15,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.chat.frames import FrameError, Ping, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.hub import Member
+from gateway.chat.watch import watch_session
 from gateway.errors import InvalidRequest, InvalidToken, MissingCredentials, ProviderUnavailable
 from gateway.routes.auth import csrf_token
 from gateway.routes.pages import error_page, gateway_of, render
 from gateway.security import CHAT_PROTOCOL, CurrentUser, authenticate
+from gateway.tokens import Principal
 
 log = logging.getLogger("gateway.chat")
 router = APIRouter()
@@ -75,21 +77,39 @@ async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser) 
                               "server_time": int(time.time() * 1000)}))
     member.outbox.put(encode({"type": "history", "messages": hub.join(member), "truncated": False}))
     try:
-        await _run(websocket, member)
+        await _run(websocket, member, principal)
     finally:
         hub.leave(member)
 
 
-async def _run(websocket: WebSocket, member: Member) -> None:
-    """One reader and one writer per socket; when either ends, the other is cancelled."""
-    reader = asyncio.create_task(_read(websocket, member))
-    writer = asyncio.create_task(_write(websocket, member))
+async def _run(websocket: WebSocket, member: Member, principal: Principal) -> None:
+    """A reader, a writer and a session watch per socket; when one ends, the others are cancelled."""
+    tasks = {
+        asyncio.create_task(_read(websocket, member)),
+        asyncio.create_task(_write(websocket, member)),
+        asyncio.create_task(_watch(websocket, member, principal)),
+    }
     try:
-        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (reader, writer):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _watch(websocket: WebSocket, member: Member, principal: Principal) -> None:
+    authenticator = gateway_of(websocket).authenticator
+    credentials = websocket.state.credentials
+    end = await watch_session(
+        principal,
+        recheck=lambda: authenticator.principal(credentials),
+        next_check=lambda current: authenticator.recheck_at(current, credentials),
+        on_trouble=lambda: member.outbox.put(error_frame("provider_unavailable",
+                                                         "the sign-in provider is unreachable; still connected")),
+    )
+    member.outbox.put(error_frame(end.error, end.message))
+    member.outbox.close(end.close_code, end.message)
+    await asyncio.Event().wait()  # the writer closes the socket; it cancels us then
 
 
 async def _read(websocket: WebSocket, member: Member) -> None:

@@ -16,6 +16,7 @@
   let attempt = 0;
   let opened = false;
   let stopped = false;
+  let refreshed = false;     // one POST /auth/refresh per 4401, reset once live again
 
   const labels = {
     connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
@@ -76,6 +77,7 @@
     switch (frame.type) {
       case "welcome":
         attempt = 0;
+        refreshed = false;
         setState("live");
         say("");
         for (const [clientId, text] of pending) send({ type: "message", text, client_id: clientId });
@@ -106,6 +108,19 @@
     return "retry";
   }
 
+  async function tryRefresh() {
+    // The token expired or was revoked: try the sealed refresh token once (until live again).
+    if (refreshed) return false;
+    refreshed = true;
+    setState("reconnecting");
+    try {
+      const answer = await fetch("/auth/refresh", { method: "POST", credentials: "same-origin" });
+      return answer.status === 204;
+    } catch {
+      return false;
+    }
+  }
+
   function signIn() {
     setState("signedout");
     window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
@@ -122,14 +137,14 @@
     socket = null;
     if (stopped) return;
     const code = event.code;
-    if (code === 4401) return signIn();
+    if (code === 4401) return (await tryRefresh()) ? connect() : signIn();
     if (code === 4403) { stopped = true; setState("stopped"); return say("You are no longer allowed in this room."); }
     if (code === 1003 || code === 1007 || code === 1009) {
       say("The server refused a message this page sent (" + code + "); reconnecting.");
     }
     if (!opened) {
       const why = await askWhy();
-      if (why === "signedout") return signIn();
+      if (why === "signedout") return (await tryRefresh()) ? connect() : signIn();
       return retry(why === "provider" ? "provider" : "reconnecting");
     }
     retry("reconnecting");

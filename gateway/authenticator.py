@@ -1,0 +1,96 @@
+"""From credentials to a Principal: which provider, the cache, abuse limits. No web framework here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from gateway.cache import ValidationCache, cache_key
+from gateway.config import Settings
+from gateway.errors import InvalidRequest, InvalidToken, RateLimited
+from gateway.limits import KeyedBuckets
+from gateway.providers import Provider, Providers
+from gateway.tokens import Principal, check_token_syntax
+from gateway.validators import peek_jwt
+
+log = logging.getLogger("gateway.auth")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    source: str  # "header" | "subprotocol" | "cookie"
+    provider: str | None = None  # known for cookies: the cookie records who issued the token
+    expires_at: float | None = None
+    session_ends: float | None = None  # GATEWAY_SESSION_MAX_AGE after sign-in (cookies)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Credentials(source={self.source!r}, provider={self.provider!r})"
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, providers: Providers, clock: Callable[[], float] = time.time) -> None:
+        self.providers = providers
+        self.cache = ValidationCache(settings.validation_cache_ttl, settings.invalid_cache_ttl,
+                                     settings.validation_cache_size, clock)
+        self.failures = KeyedBuckets(settings.failed_auth_rate, settings.failed_auth_burst)
+        self._clock = clock
+
+    def provider_for(self, credentials: Credentials) -> Provider:
+        """The cookie says who issued its token; a JWT's `iss` names its provider; anything else goes to
+        GATEWAY_DEFAULT_PROVIDER. A token is only ever checked by the provider it is routed to."""
+        if credentials.provider is not None:
+            provider = self.providers.get(credentials.provider)
+            if provider is None:
+                raise InvalidToken("the sign-in's provider is no longer configured; sign in again")
+            return provider
+        peeked = peek_jwt(credentials.token)
+        if peeked is not None:
+            issuer = peeked[1].get("iss")
+            if isinstance(issuer, str):
+                provider = self.providers.by_issuer(issuer)
+                if provider is not None:
+                    return provider
+        default = self.providers.get(self.providers.default)
+        assert default is not None
+        return default
+
+    def check_client(self, client: str | None) -> None:
+        if client is None:
+            return
+        wait = self.failures.blocked_for(client)
+        if wait:
+            raise RateLimited("too many failed sign-in attempts from this address; wait and retry", wait)
+
+    async def principal(self, credentials: Credentials, client: str | None = None) -> Principal:
+        """Validate (cached, single-flight). `client` is the peer address for the failed-attempt limit."""
+        self.check_client(client)
+        try:
+            check_token_syntax(credentials.token)
+            provider = self.provider_for(credentials)
+            principal = await self.cache.get_or_validate(
+                cache_key(provider.name, credentials.token),
+                lambda: provider.validator.validate(credentials.token),
+            )
+        except (InvalidToken, InvalidRequest):
+            if client is not None:
+                self.failures.record_failure(client)
+            raise
+        return self._bounded(principal, credentials)
+
+    def _bounded(self, principal: Principal, credentials: Credentials) -> Principal:
+        """The session ends at the earliest of the token's expiry, the cookie's and the session limit."""
+        ends = [t for t in (principal.expires_at, credentials.expires_at, credentials.session_ends) if t]
+        expires_at = min(ends) if ends else None
+        if expires_at is not None and expires_at <= self._clock():
+            raise InvalidToken("the session has expired; sign in again")
+        return replace(principal, expires_at=expires_at) if expires_at != principal.expires_at else principal
+
+    def recheck_at(self, principal: Principal, credentials: Credentials) -> float:
+        """When an open socket must ask again: its cached answer lapsing, or the session ending."""
+        provider = self.provider_for(credentials)
+        lapses = self.cache.expires(cache_key(provider.name, credentials.token))
+        candidates = [t for t in (lapses, principal.expires_at) if t]
+        return min(candidates) if candidates else self._clock() + self.cache.valid_ttl

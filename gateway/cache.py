@@ -1,0 +1,121 @@
+"""The validation cache: bounded (LRU), time-limited, single-flight. Keys are hashes, never tokens.
+
+A valid answer is kept until the earlier of the token's expiry and `valid_ttl`; an invalid one for
+`invalid_ttl`; provider trouble is not kept at all (the next caller asks again). Concurrent lookups of
+one key share one provider call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.errors import CredentialError, InvalidToken
+from gateway.tokens import Principal
+
+
+def cache_key(provider: str, token: str) -> str:
+    return hashlib.sha256(f"{provider}\0{token}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    principal: Principal | None  # None: the provider said "invalid"
+    error: CredentialError | None
+    until: float
+
+
+class ValidationCache:
+    def __init__(
+        self,
+        valid_ttl: float = 60.0,
+        invalid_ttl: float = 10.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.valid_ttl = valid_ttl
+        self.invalid_ttl = invalid_ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"ValidationCache(entries={len(self._entries)}, hits={self.hits}, misses={self.misses})"
+
+    def lookup(self, key: str) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.until <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def expires(self, key: str) -> float | None:
+        """When the cached answer for `key` lapses (the live socket re-checks then)."""
+        entry = self._entries.get(key)
+        return entry.until if entry else None
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def _store(self, key: str, entry: Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def _keep_valid(self, key: str, principal: Principal) -> None:
+        now = self._clock()
+        until = now + self.valid_ttl
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at)
+        if until > now:
+            self._store(key, Entry(principal, None, until))
+
+    async def get_or_validate(self, key: str, validate: Callable[[], Awaitable[Principal]]) -> Principal:
+        entry = self.lookup(key)
+        if entry is not None:
+            self.hits += 1
+            if entry.principal is not None:
+                return entry.principal
+            raise InvalidToken(entry.error.detail if entry.error else "the provider does not accept this token")
+        task = self._inflight.get(key)
+        if task is None:
+            self.misses += 1
+            # A task of its own: a caller that goes away does not cancel the others' provider call.
+            task = asyncio.ensure_future(self._validate(key, validate))
+            task.add_done_callback(_retrieve)
+            self._inflight[key] = task
+        else:
+            self.hits += 1
+        return await asyncio.shield(task)
+
+    async def _validate(self, key: str, validate: Callable[[], Awaitable[Principal]]) -> Principal:
+        try:
+            principal = await validate()
+        except InvalidToken as exc:
+            self._store(key, Entry(None, exc, self._clock() + self.invalid_ttl))
+            raise
+        else:
+            self._keep_valid(key, principal)
+            return principal
+        finally:
+            self._inflight.pop(key, None)
+
+
+def _retrieve(task: asyncio.Future[Principal]) -> None:
+    """Mark the outcome seen, so an error nobody awaited any more is not reported as lost."""
+    if not task.cancelled():
+        task.exception()

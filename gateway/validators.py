@@ -1,0 +1,389 @@
+"""Validation strategies (GATEWAY_PROVIDERS__<NAME>__VALIDATION): each turns a token into a Principal or
+says why not. No web framework here; the HTTP client is injected.
+
+Provider trouble (timeouts, connection errors, 429, 5xx) is ProviderUnavailable, never "invalid".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, ClassVar, Protocol
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from gateway.errors import Forbidden, InsufficientScope, InvalidToken, ProviderUnavailable
+from gateway.tokens import Principal, check_token_syntax, fingerprint, principal_from_claims, retry_after
+
+log = logging.getLogger("gateway.validators")
+
+Endpoint = Callable[[], Awaitable[str]]
+
+
+class TokenValidator(Protocol):
+    strategy: str
+
+    async def validate(self, token: str) -> Principal: ...
+
+
+class ProviderHTTP:
+    """One provider's use of the shared client: its timeout, the global cap on concurrent provider
+    calls, and transport errors mapped to ProviderUnavailable."""
+
+    def __init__(self, name: str, client: httpx.AsyncClient, timeout: float, limit: asyncio.Semaphore) -> None:
+        self.name = name
+        self.client = client
+        self.timeout = timeout
+        self.limit = limit
+        self.calls = 0
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.limit:
+                    self.calls += 1
+                    return await self.client.request(method, url, timeout=self.timeout, **kwargs)
+        except (httpx.TimeoutException, TimeoutError):
+            raise ProviderUnavailable(f"provider {self.name!r} timed out") from None
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"provider {self.name!r} unreachable: {type(exc).__name__}") from None
+
+    def trouble(self, response: httpx.Response) -> ProviderUnavailable:
+        return ProviderUnavailable(f"provider {self.name!r} answered {response.status_code}",
+                                   retry_after=retry_after(response))
+
+
+def _json_object(http: ProviderHTTP, response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise ProviderUnavailable(f"provider {http.name!r} answered something that is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProviderUnavailable(f"provider {http.name!r} answered JSON that is not an object")
+    return body
+
+
+def _scopes(claims: dict[str, Any]) -> tuple[str, ...]:
+    value = claims.get("scope", claims.get("scp"))
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, list):
+        return tuple(s for s in value if isinstance(s, str))
+    return ()
+
+
+def _require_scopes(principal: Principal, required: list[str]) -> Principal:
+    missing = [s for s in required if s not in principal.scopes]
+    if missing:
+        raise InsufficientScope(f"the token lacks scope {' '.join(missing)}")
+    return principal
+
+
+def _bot(provider: str, client_id: str, claims: dict[str, Any], expires_at: float | None,
+         allow_bots: bool) -> Principal:
+    if not allow_bots:
+        raise Forbidden("tokens without a user (client credentials) are not allowed: set GATEWAY_ALLOW_BOTS=true")
+    return Principal(subject=client_id, name=client_id, provider=provider, scopes=_scopes(claims),
+                     expires_at=expires_at, is_bot=True, claims=claims)
+
+
+def _is_client_credentials(claims: dict[str, Any]) -> str | None:
+    """The client id when the token was issued to a client on its own (no user), else None."""
+    client = claims.get("client_id") or claims.get("azp") or claims.get("cid")
+    sub = claims.get("sub")
+    if claims.get("gty") == "client-credentials" or (isinstance(sub, str) and sub.endswith("@clients")):
+        return str(client or sub).removesuffix("@clients")
+    if isinstance(client, str) and (sub is None or sub == client):
+        return client
+    return None
+
+
+class UserinfoValidator:
+    """GET the OIDC userinfo endpoint with the token: 2xx valid; 400/401/403 invalid (oidc-provider-mock
+    answers 400); anything else is provider trouble."""
+
+    strategy = "userinfo"
+
+    def __init__(self, http: ProviderHTTP, endpoint: Endpoint) -> None:
+        self.http = http
+        self._endpoint = endpoint
+
+    async def validate(self, token: str) -> Principal:
+        check_token_syntax(token)
+        response = await self.http.request("GET", await self._endpoint(),
+                                           headers={"Authorization": f"Bearer {token}"})
+        if response.status_code in (400, 401, 403):
+            log.info("token %s refused by %s (%d)", fingerprint(token), self.http.name, response.status_code)
+            raise InvalidToken("the provider does not accept this token")
+        if not response.is_success:
+            raise self.http.trouble(response)
+        return principal_from_claims(self.http.name, _json_object(self.http, response), None)
+
+
+class IntrospectionValidator:
+    """RFC 7662: POST the token with the gateway's client credentials."""
+
+    strategy = "introspection"
+
+    def __init__(self, http: ProviderHTTP, endpoint: Endpoint, client_id: str, client_secret: str,
+                 audience: str | None, required_scopes: list[str], allow_bots: bool, variable: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.http = http
+        self._endpoint = endpoint
+        self._auth = (client_id, client_secret)
+        self.audience = audience
+        self.required_scopes = required_scopes
+        self.allow_bots = allow_bots
+        self.variable = variable
+        self._clock = clock
+        self.misconfigured = False
+
+    async def validate(self, token: str) -> Principal:
+        check_token_syntax(token)
+        response = await self.http.request(
+            "POST", await self._endpoint(), data={"token": token, "token_type_hint": "access_token"},
+            auth=self._auth, headers={"Accept": "application/json"},
+        )
+        if response.status_code in (401, 403):
+            # RFC 7662 §2.3: the endpoint refuses *our* credentials. Not the user's fault.
+            self.misconfigured = True
+            log.error("introspection at %s refused the gateway's client credentials (%d): check %s__CLIENT_ID "
+                      "and %s__CLIENT_SECRET", self.http.name, response.status_code, self.variable, self.variable)
+            raise ProviderUnavailable(f"provider {self.http.name!r} refuses the gateway's client credentials")
+        if not response.is_success:
+            raise self.http.trouble(response)
+        self.misconfigured = False
+        claims = _json_object(self.http, response)
+        if claims.get("active") is not True:
+            raise InvalidToken("the provider says this token is not active")
+        exp = claims.get("exp")
+        expires_at = float(exp) if isinstance(exp, int | float) else None
+        if expires_at is not None and expires_at <= self._clock():
+            raise InvalidToken("the token has expired")
+        if self.audience is not None:
+            aud = claims.get("aud")
+            audiences = aud if isinstance(aud, list) else [aud]
+            if self.audience not in audiences and claims.get("client_id") != self.audience:
+                raise InvalidToken("the token was issued for another audience")
+        client = _is_client_credentials(claims)
+        if client is not None:
+            principal = _bot(self.http.name, client, claims, expires_at, self.allow_bots)
+        else:
+            principal = principal_from_claims(self.http.name, claims, expires_at)
+            if not claims.get("name") and isinstance(claims.get("username"), str):
+                principal = _replace_name(principal, claims["username"])
+            principal = _with_scopes(principal, claims)
+        return _require_scopes(principal, self.required_scopes)
+
+
+def _replace_name(principal: Principal, name: str) -> Principal:
+    return replace(principal, name=name[:80])
+
+
+def _with_scopes(principal: Principal, claims: dict[str, Any]) -> Principal:
+    return replace(principal, scopes=_scopes(claims))
+
+
+def peek_jwt(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Header and claims of a JWS compact token, NOT verified (for routing and the alg check only)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in parts[:2])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return None
+    return header, claims
+
+
+class JwksCache:
+    """The provider's signing keys: refreshed every `refresh` seconds, and at most once per `min_refetch`
+    seconds when a token names a key id we do not know (key rotation)."""
+
+    def __init__(self, http: ProviderHTTP, jwks_uri: Endpoint, refresh: float = 3600.0,
+                 min_refetch: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.http = http
+        self._uri = jwks_uri
+        self.refresh = refresh
+        self.min_refetch = min_refetch
+        self._clock = clock
+        self._keys: KeySet | None = None
+        self._kids: set[str] = set()
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def keyset(self, kid: str | None) -> KeySet:
+        known = self._keys is not None and (kid is None or kid in self._kids)
+        fresh = self._clock() - self._fetched_at < self.refresh
+        if not (known and fresh):
+            async with self._lock:
+                known = self._keys is not None and (kid is None or kid in self._kids)
+                since = self._clock() - self._fetched_at
+                if self._keys is None or since >= self.refresh or (not known and since >= self.min_refetch):
+                    await self._fetch()
+        if self._keys is None:
+            raise ProviderUnavailable(f"provider {self.http.name!r}: no signing keys")
+        if kid is not None and kid not in self._kids:
+            raise InvalidToken("the token is signed with a key the provider does not publish")
+        return self._keys
+
+    async def _fetch(self) -> None:
+        try:
+            response = await self.http.request("GET", await self._uri())
+            if not response.is_success:
+                raise self.http.trouble(response)
+            keys = KeySet.import_key_set(_json_object(self.http, response))  # type: ignore[arg-type]
+        except (ProviderUnavailable, JoseError, ValueError, KeyError, TypeError) as exc:
+            if self._keys is None:
+                raise ProviderUnavailable(f"provider {self.http.name!r}: cannot load its JWKS") from exc
+            log.warning("JWKS refresh at %s failed; keeping the keys we have", self.http.name)
+            self._fetched_at = self._clock() - self.refresh + self.min_refetch  # retry after min_refetch
+            return
+        self.fetches += 1
+        self._keys = keys
+        self._kids = {k.kid for k in keys.keys if k.kid}
+        self._fetched_at = self._clock()
+
+
+class JwtValidator:
+    """Local verification of JWT access tokens with the provider's JWKS (joserfc)."""
+
+    strategy = "jwt"
+
+    def __init__(self, http: ProviderHTTP, issuer: Callable[[], Awaitable[str]], jwks: JwksCache,
+                 algorithms: list[str], client_id: str, audience: str | None, required_scopes: list[str],
+                 allow_bots: bool, leeway: int = 30, clock: Callable[[], float] = time.time) -> None:
+        self.http = http
+        self._issuer = issuer
+        self.jwks = jwks
+        self.algorithms = algorithms
+        self.client_id = client_id
+        self.audience = audience
+        self.required_scopes = required_scopes
+        self.allow_bots = allow_bots
+        self.leeway = leeway
+        self._clock = clock
+
+    async def validate(self, token: str) -> Principal:
+        check_token_syntax(token)
+        peeked = peek_jwt(token)
+        if peeked is None:
+            raise InvalidToken("the token is not a JWT")
+        header, _ = peeked
+        alg = header.get("alg")
+        if alg not in self.algorithms:  # "none" and HS* are never in the list
+            raise InvalidToken(f"the token's algorithm is not one of {', '.join(self.algorithms)}")
+        kid = header.get("kid")
+        keys = await self.jwks.keyset(kid if isinstance(kid, str) else None)
+        issuer = await self._issuer()
+        try:
+            decoded = jwt.decode(token, keys, algorithms=self.algorithms)
+            JWTClaimsRegistry(
+                now=lambda: int(self._clock()), leeway=self.leeway,
+                iss={"essential": True, "value": issuer}, exp={"essential": True},
+            ).validate(decoded.claims)
+        except JoseError as exc:
+            raise InvalidToken(f"the token failed verification ({exc.error})") from None
+        claims = decoded.claims
+        self._check_audience(claims)
+        expires_at = float(claims["exp"])
+        client = _is_client_credentials(claims)
+        if client is not None:
+            principal = _bot(self.http.name, client, claims, expires_at, self.allow_bots)
+        else:
+            principal = _with_scopes(principal_from_claims(self.http.name, claims, expires_at), claims)
+        return _require_scopes(principal, self.required_scopes)
+
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if self.audience is not None:
+            if self.audience not in audiences:
+                raise InvalidToken("the token was issued for another audience")
+            return
+        # No AUDIENCE configured: the token must at least have been issued to our client.
+        if self.client_id not in audiences and self.client_id not in (claims.get("azp"), claims.get("client_id")):
+            raise InvalidToken("the token was issued to another client; set AUDIENCE if that is intended")
+
+
+class GithubValidator:
+    """GitHub's API: GET /user (and /user/emails, /user/teams when the scopes allow)."""
+
+    strategy = "github"
+    HEADERS: ClassVar[dict[str, str]] = {"Accept": "application/vnd.github+json",
+                                         "X-GitHub-Api-Version": "2022-11-28"}
+
+    def __init__(self, http: ProviderHTTP, api_base: str, scopes: list[str]) -> None:
+        self.http = http
+        self.api = api_base.rstrip("/")
+        self.want_email = "user:email" in scopes or "user" in scopes
+        self.want_teams = "read:org" in scopes
+
+    async def _get(self, path: str, token: str) -> httpx.Response:
+        response = await self.http.request("GET", f"{self.api}{path}",
+                                           headers={**self.HEADERS, "Authorization": f"Bearer {token}"})
+        if response.status_code == 401:
+            raise InvalidToken("GitHub does not accept this token")
+        if response.status_code in (403, 429) or not response.is_success:
+            # 403 with X-RateLimit-Remaining: 0, and 429, are GitHub throttling: provider trouble.
+            reset = response.headers.get("x-ratelimit-reset", "")
+            if reset.isdigit():
+                wait = max(1, min(300, int(reset) - int(time.time())))
+                raise ProviderUnavailable(f"GitHub answered {response.status_code}", retry_after=wait)
+            raise self.http.trouble(response)
+        return response
+
+    async def validate(self, token: str) -> Principal:
+        check_token_syntax(token)
+        response = await self._get("/user", token)
+        user = _json_object(self.http, response)
+        login, user_id = user.get("login"), user.get("id")
+        if not isinstance(login, str) or user_id is None:
+            raise ProviderUnavailable("GitHub's /user answer has no login or id")
+        email = user.get("email") if isinstance(user.get("email"), str) else None
+        if email is None and self.want_email:
+            email = await self._primary_email(token)
+        groups: tuple[str, ...] = ()
+        if self.want_teams:
+            groups = await self._teams(token)
+        scopes = tuple(s.strip() for s in response.headers.get("x-oauth-scopes", "").split(",") if s.strip())
+        claims = {**user, "sub": str(user_id), "preferred_username": login}
+        return Principal(subject=str(user_id), name=login, provider=self.http.name, email=email, groups=groups,
+                         scopes=scopes, claims=claims)
+
+    async def _primary_email(self, token: str) -> str | None:
+        response = await self._get("/user/emails", token)
+        try:
+            emails = response.json()
+        except ValueError:
+            return None
+        for entry in emails if isinstance(emails, list) else []:
+            if isinstance(entry, dict) and entry.get("primary") and entry.get("verified"):
+                email = entry.get("email")
+                return email if isinstance(email, str) else None
+        return None
+
+    async def _teams(self, token: str) -> tuple[str, ...]:
+        response = await self._get("/user/teams?per_page=100", token)
+        try:
+            teams = response.json()
+        except ValueError:
+            return ()
+        groups = []
+        for team in teams if isinstance(teams, list) else []:
+            org = team.get("organization", {}).get("login") if isinstance(team, dict) else None
+            if isinstance(org, str) and isinstance(team.get("slug"), str):
+                groups.append(f"{org}/{team['slug']}")
+        return tuple(groups)
