@@ -16,7 +16,9 @@ from itsdangerous import URLSafeTimedSerializer
 
 from gateway import __version__
 from gateway.authenticator import Authenticator
-from gateway.chat.hub import Hub
+from gateway.chat.broker import MemoryBroker
+from gateway.chat.history import SqliteHistory
+from gateway.chat.hub import Hub, HubLimits
 from gateway.config import Settings
 from gateway.cookies import RefreshCookie, Sealer, TokenCookie
 from gateway.headers import SecurityHeadersMiddleware
@@ -65,7 +67,9 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         authenticator=Authenticator(settings, providers),
         # itsdangerous signs with the *last* key and verifies with all: reversed, the first one signs.
         csrf=URLSafeTimedSerializer(list(reversed(secrets)), salt="gateway logout csrf"),
-        hub=Hub(),
+        hub=Hub(MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit)), HubLimits(
+            history_on_join=settings.history_on_join, outbox_size=settings.send_queue_size,
+            message_rate=settings.message_rate, message_burst=settings.message_burst)),
         allowed_origins=frozenset({public_origin, *settings.allowed_origins}),
         templates=templates,
     )
@@ -82,10 +86,12 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.hub.start()
         await gateway.providers.warm_up()
         try:
             yield
         finally:
+            await gateway.hub.stop()
             if owns_client:
                 await client.aclose()
 

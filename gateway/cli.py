@@ -40,7 +40,9 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
     from gateway.server import uvicorn_config
 
     setup_logging(log_level, settings.log_format)
-    uvicorn.Server(uvicorn_config(create_app(settings), host, port, log_level)).run()
+    config = uvicorn_config(create_app(settings), host, port, log_level, settings.ws_ping_interval,
+                            settings.ws_ping_timeout)
+    uvicorn.Server(config).run()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     jwt_leeway: int = Field(default=30, ge=0, le=300)
     jwks_refresh: float = Field(default=3600.0, gt=0)
     jwks_min_refetch: float = Field(default=60.0, ge=0)
+    history_limit: int = Field(default=10_000, gt=0)
+    history_on_join: int = Field(default=50, ge=0, le=1000)
+    send_queue_size: int = Field(default=256, gt=0)
+    message_rate: float = Field(default=5.0, gt=0)
+    message_burst: int = Field(default=10, gt=0)
+    max_sockets_per_user: int = Field(default=10, gt=0)
+    ws_ping_interval: float = Field(default=20.0, gt=0)
+    ws_ping_timeout: float = Field(default=20.0, gt=0)
 
     _split = field_validator("allowed_origins", "allowed_redirect_domains", mode="before")(_comma_list)
 

@@ -37,7 +37,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
 
 
-def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", **extra: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping_interval: float = 20.0,
+                   ping_timeout: float = 20.0, **extra: Any) -> uvicorn.Config:
     quiet_uvicorn_queries()
     return uvicorn.Config(
         app,
@@ -46,8 +47,9 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", **ex
         ws=GatewayWebSocketProtocol,
         ws_max_size=MAX_CLIENT_FRAME,
         ws_per_message_deflate=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        # ASGI apps cannot send pings themselves: uvicorn pings, and drops peers that stop answering.
+        ws_ping_interval=ping_interval,
+        ws_ping_timeout=ping_timeout,
         access_log=False,  # ours (gateway.logs) leaves out query strings: the OAuth callback's code and state
         proxy_headers=False,
         server_header=False,

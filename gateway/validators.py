@@ -223,12 +223,17 @@ class JwksCache:
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self._failures = 0  # failed fetches while we had no keys
 
     async def keyset(self, kid: str | None) -> KeySet:
         known = self._keys is not None and (kid is None or kid in self._kids)
         fresh = self._clock() - self._fetched_at < self.refresh
         if not (known and fresh):
+            failures = self._failures
             async with self._lock:
+                if self._keys is None and self._failures != failures:
+                    # A fetch failed while we waited: share its answer rather than queue another timeout.
+                    raise ProviderUnavailable(f"provider {self.http.name!r}: cannot load its JWKS")
                 known = self._keys is not None and (kid is None or kid in self._kids)
                 since = self._clock() - self._fetched_at
                 if self._keys is None or since >= self.refresh or (not known and since >= self.min_refetch):
@@ -247,6 +252,7 @@ class JwksCache:
             keys = KeySet.import_key_set(_json_object(self.http, response))  # type: ignore[arg-type]
         except (ProviderUnavailable, JoseError, ValueError, KeyError, TypeError) as exc:
             if self._keys is None:
+                self._failures += 1
                 raise ProviderUnavailable(f"provider {self.http.name!r}: cannot load its JWKS") from exc
             log.warning("JWKS refresh at %s failed; keeping the keys we have", self.http.name)
             self._fetched_at = self._clock() - self.refresh + self.min_refetch  # retry after min_refetch
@@ -338,8 +344,11 @@ class GithubValidator:
             raise InvalidToken("GitHub does not accept this token")
         if response.status_code in (403, 429) or not response.is_success:
             # 403 with X-RateLimit-Remaining: 0, and 429, are GitHub throttling: provider trouble.
+            # GitHub's order: Retry-After when present (secondary limits), else the reset time once the
+            # quota is spent. X-RateLimit-Reset comes with every answer, so alone it says nothing.
             reset = response.headers.get("x-ratelimit-reset", "")
-            if reset.isdigit():
+            spent = response.headers.get("x-ratelimit-remaining") == "0"
+            if "retry-after" not in response.headers and spent and reset.isdigit():
                 wait = max(1, min(300, int(reset) - int(time.time())))
                 raise ProviderUnavailable(f"GitHub answered {response.status_code}", retry_after=wait)
             raise self.http.trouble(response)

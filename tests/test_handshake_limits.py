@@ -24,7 +24,8 @@ def anyio_backend() -> str:
 @pytest.fixture
 def address(idp: FakeIdP, make_settings: SettingsFactory) -> Iterator[str]:
     port = free_port()
-    settings = make_settings(public_url=f"http://127.0.0.1:{port}", failed_auth_burst=5, failed_auth_rate=0.2)
+    settings = make_settings(public_url=f"http://127.0.0.1:{port}", failed_auth_burst=5, failed_auth_rate=0.2,
+                             max_sockets_per_user=1000)
     with live_server(create_app(settings), port) as served:
         yield served
 
@@ -65,3 +66,17 @@ def test_oversized_token_is_400_without_a_provider_call(address: str, idp: FakeI
     response = httpx.get(f"http://{address}/auth/session", headers={"Authorization": "Bearer " + "a" * 9000})
     assert response.json()["reason"] == "invalid_request"
     assert idp.mock.routes["userinfo"].call_count == 0
+
+
+@pytest.mark.anyio
+async def test_sockets_per_user_are_capped(idp: FakeIdP, make_settings: SettingsFactory) -> None:
+    port = free_port()
+    settings = make_settings(public_url=f"http://127.0.0.1:{port}", max_sockets_per_user=3)
+    token = idp.issue_token("many")
+    headers = {"Authorization": f"Bearer {token}"}
+    with live_server(create_app(settings), port) as served:
+        url = f"ws://{served}/ws/lobby"
+        async with connect(url, additional_headers=headers), connect(url, additional_headers=headers), \
+                connect(url, additional_headers=headers):
+            assert await status_of(url, token) == 429
+        assert await status_of(url, token) == 101  # closed sockets free their places

@@ -1,14 +1,18 @@
-"""The hub and per-socket outboxes, without any web framework."""
+"""The hub over the embedded broker (SQLite history), without any web framework."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.chat.frames import FrameError, Ping, SendMessage, decode_frame
-from gateway.chat.hub import RECENT_LIMIT, Hub, Member
+from gateway.chat.broker import MemoryBroker
+from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame
+from gateway.chat.history import SqliteHistory, parse_id
+from gateway.chat.hub import FLOODING, Hub, HubLimits, Member
 from gateway.chat.outbox import TOO_SLOW, Outbox
 
 
@@ -20,78 +24,256 @@ class Clock:
         return self.now
 
 
-def ids(hub: Hub, n: int) -> list[tuple[int, int]]:
-    return [tuple(map(int, hub.next_id().split("-"))) for _ in range(n)]  # type: ignore[misc]
-
-
-def test_ids_increase_even_when_the_clock_stands_still_or_steps_back() -> None:
-    clock = Clock()
-    hub = Hub(clock)
-    first = ids(hub, 3)
-    clock.now -= 5
-    later = ids(hub, 2)
-    clock.now += 10
-    last = ids(hub, 1)
-    sequence = first + later + last
-    assert sequence == sorted(sequence) and len(set(sequence)) == len(sequence)
-    assert first[0][1] == 0 and first[1] == (first[0][0], 1)
-
-
-def test_publish_reaches_every_member_of_the_room_only() -> None:
-    hub = Hub(Clock())
-    a, b, other = Member("r", {"id": "p:a", "name": "A"}), Member("r", {"id": "p:b", "name": "B"}), \
-        Member("x", {"id": "p:c", "name": "C"})
-    for member in (a, b, other):
-        hub.join(member)
-    message = hub.publish("r", a.user, "hi", "c1")
-    assert len(a.outbox) == 1 and len(b.outbox) == 1 and len(other.outbox) == 0
-    assert json.loads(a.outbox._frames[0]) == message
-    assert message["client_id"] == "c1" and message["ts"] == 1_700_000_000_000
-
-
-def test_frame_is_encoded_once_for_all_members() -> None:
-    hub = Hub(Clock())
-    members = [Member("r", {"id": f"p:{i}", "name": str(i)}) for i in range(50)]
-    for member in members:
-        hub.join(member)
-    hub.publish("r", members[0].user, "hi", None)
-    frames = {id(m.outbox._frames[0]) for m in members}
-    assert len(frames) == 1  # the very same str object
-
-
-def test_recent_messages_are_bounded_and_sent_on_join() -> None:
-    hub = Hub(Clock())
-    for i in range(RECENT_LIMIT + 5):
-        hub.publish("r", {"id": "p:a", "name": "A"}, f"m{i}", None)
-    recent = hub.join(Member("r", {"id": "p:b", "name": "B"}))
-    assert len(recent) == RECENT_LIMIT
-    assert recent[0]["text"] == "m5" and recent[-1]["text"] == f"m{RECENT_LIMIT + 4}"
-
-
-def test_leaving_empties_the_room() -> None:
-    hub = Hub(Clock())
-    member = Member("r", {"id": "p:a", "name": "A"})
-    hub.join(member)
-    hub.leave(member)
-    hub.leave(member)  # twice is harmless
-    assert hub.members("r") == 0
-
-
-def test_slow_consumer_is_closed_with_4408_and_others_keep_receiving() -> None:
-    hub = Hub(Clock())
-    slow = Member("r", {"id": "p:s", "name": "S"}, Outbox(limit=3))
-    fast = Member("r", {"id": "p:f", "name": "F"}, Outbox(limit=100))
-    hub.join(slow)
-    hub.join(fast)
-    for i in range(5):
-        hub.publish("r", fast.user, f"m{i}", None)
-    assert slow.outbox.close_code == TOO_SLOW and len(slow.outbox) == 0
-    assert fast.outbox.close_code is None and len(fast.outbox) == 5
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def frames(member: Member) -> list[dict[str, Any]]:
+    taken = [json.loads(f) for f in member.outbox._frames]
+    member.outbox._frames.clear()
+    return taken
+
+
+def of_type(member: Member, kind: str) -> list[dict[str, Any]]:
+    return [f for f in frames(member) if f["type"] == kind]
+
+
+def user(name: str) -> dict[str, str]:
+    return {"id": f"idp:{name}", "name": name.title()}
+
+
+async def make_hub(path: Path, clock: Clock | None = None, **limits: Any) -> Hub:
+    clock = clock or Clock()
+    hub = Hub(MemoryBroker(SqliteHistory(path, limits.pop("history_limit", 10_000), clock)),
+              HubLimits(**limits), clock)
+    await hub.start()
+    return hub
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    hub = await make_hub(tmp_path / "h.sqlite3")
+    yield hub
+    await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_join_sends_welcome_history_presence_first(hub: Hub) -> None:
+    alice = hub.member("r", user("alice"))
+    alice.outbox.put('{"type":"queued-before-join"}')
+    await hub.join(alice)
+    kinds = [f["type"] for f in frames(alice)]
+    assert kinds[:3] == ["welcome", "history", "presence"]
+    assert "queued-before-join" in kinds[3:]
+
+
+@pytest.mark.anyio
+async def test_messages_are_ordered_and_reach_the_room_only(hub: Hub) -> None:
+    a, b, other = hub.member("r", user("a")), hub.member("r", user("b")), hub.member("x", user("c"))
+    for member in (a, b, other):
+        await hub.join(member)
+        frames(member)
+    for i in range(5):
+        await hub.post(a, f"m{i}", None)
+    received = of_type(b, "message")
+    assert [m["text"] for m in received] == [f"m{i}" for i in range(5)]
+    ids = [parse_id(m["id"]) for m in received]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert of_type(other, "message") == []
+
+
+@pytest.mark.anyio
+async def test_a_frame_is_encoded_once_for_all_members(hub: Hub) -> None:
+    members = [hub.member("r", user(f"u{i}")) for i in range(20)]
+    for member in members:
+        await hub.join(member)
+        frames(member)
+    await hub.post(members[0], "hi", None)
+    assert len({id(m.outbox._frames[-1]) for m in members}) == 1  # the very same str object
+
+
+@pytest.mark.anyio
+async def test_ack_comes_after_storing_and_a_resend_is_stored_once(hub: Hub) -> None:
+    a, b = hub.member("r", user("a")), hub.member("r", user("b"))
+    await hub.join(a)
+    await hub.join(b)
+    frames(a), frames(b)
+    await hub.post(a, "once", "c-1")
+    first = frames(a)
+    assert [f["type"] for f in first] == ["message", "ack"]
+    await hub.post(a, "once", "c-1")  # a resend after reconnecting
+    second = frames(a)
+    assert second == [{"type": "ack", "client_id": "c-1", "id": first[1]["id"]}]
+    assert len(of_type(b, "message")) == 1
+    page = await hub.broker.page("r", None, 50)
+    assert [m["text"] for m in page.messages] == ["once"]
+
+
+@pytest.mark.anyio
+async def test_same_client_id_from_another_user_is_a_different_message(hub: Hub) -> None:
+    a, b = hub.member("r", user("a")), hub.member("r", user("b"))
+    await hub.join(a)
+    await hub.join(b)
+    await hub.post(a, "x", "same")
+    await hub.post(b, "y", "same")
+    assert len((await hub.broker.page("r", None, 50)).messages) == 2
+
+
+@pytest.mark.anyio
+async def test_history_is_bounded_per_room_and_join_sends_the_last_ones(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", history_limit=30, history_on_join=10,
+                         message_rate=1000, message_burst=1000)
+    try:
+        writer = hub.member("r", user("w"))
+        await hub.join(writer)
+        for i in range(40):
+            await hub.post(writer, f"m{i}", None)
+        late = hub.member("r", user("late"))
+        await hub.join(late)
+        history = of_type(late, "history")[0]
+        assert [m["text"] for m in history["messages"]] == [f"m{i}" for i in range(30, 40)]
+        assert history["truncated"] is True
+        kept = await hub.broker.page("r", "0-0", 0)
+        assert len(kept.messages) == 30 and kept.messages[0]["text"] == "m10"
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_resume_sends_everything_after_an_id_and_flags_a_lost_resume_point(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", history_limit=20, message_rate=1000, message_burst=1000)
+    try:
+        writer = hub.member("r", user("w"))
+        await hub.join(writer)
+        for i in range(10):
+            await hub.post(writer, f"m{i}", None)
+        ids = [m["id"] for m in (await hub.broker.page("r", None, 50)).messages]
+        reader = hub.member("r", user("reader"))
+        await hub.join(reader)
+        frames(reader)
+        await hub.resume(reader, ids[6])
+        resumed = of_type(reader, "history")[0]
+        assert [m["text"] for m in resumed["messages"]] == ["m7", "m8", "m9"]
+        assert resumed["truncated"] is False
+        for i in range(10, 40):  # pushes m0..m19 out of the bounded room
+            await hub.post(writer, f"m{i}", None)
+        frames(reader)
+        await hub.resume(reader, ids[6])
+        lost = of_type(reader, "history")[0]
+        assert lost["truncated"] is True
+        assert lost["messages"][0]["text"] == "m20" and len(lost["messages"]) == 20
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_resume_ids_compare_as_integer_pairs_not_strings(hub: Hub) -> None:
+    writer = hub.member("r", user("w"))
+    await hub.join(writer)
+    await hub.post(writer, "late", None)
+    frames(writer)
+    # "999-0" > "1700000000000-0" as strings, but it is far older as a pair.
+    await hub.resume(writer, "999-0")
+    assert [m["text"] for m in of_type(writer, "history")[0]["messages"]] == ["late"]
+
+
+@pytest.mark.anyio
+async def test_resume_with_a_malformed_id_is_an_error_frame(hub: Hub) -> None:
+    member = hub.member("r", user("a"))
+    await hub.join(member)
+    frames(member)
+    await hub.resume(member, "10-x")
+    assert of_type(member, "error")[0]["code"] == "bad_frame"
+
+
+@pytest.mark.anyio
+async def test_history_survives_a_restart_over_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    clock = Clock()
+    first = await make_hub(path, clock)
+    member = first.member("r", user("a"))
+    await first.join(member)
+    await first.post(member, "before restart", "c1")
+    last_id = of_type(member, "message")[0]["id"]
+    await first.stop()
+    clock.now -= 10  # a clock that stepped back across the restart still gives newer ids
+    second = await make_hub(path, clock)
+    try:
+        again = second.member("r", user("a"))
+        await second.join(again)
+        assert [m["text"] for m in of_type(again, "history")[0]["messages"]] == ["before restart"]
+        await second.post(again, "before restart", "c1")  # the resend is still recognised
+        assert of_type(again, "ack")[0]["id"] == last_id
+        await second.post(again, "after", None)
+        newest = (await second.broker.page("r", None, 5)).messages[-1]
+        assert parse_id(newest["id"]) > parse_id(last_id)
+    finally:
+        await second.stop()
+
+
+@pytest.mark.anyio
+async def test_slow_consumer_is_closed_with_4408_while_others_keep_receiving(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", outbox_size=5, message_rate=1000, message_burst=1000)
+    try:
+        slow, fast, writer = hub.member("r", user("s")), hub.member("r", user("f")), hub.member("r", user("w"))
+        for member in (slow, fast, writer):
+            await hub.join(member)
+        frames(fast), frames(writer)
+        fast.outbox.limit = 100
+        for i in range(8):
+            await hub.post(writer, f"m{i}", None)
+            frames(writer)
+        assert slow.outbox.close_code == TOO_SLOW
+        assert len(of_type(fast, "message")) == 8
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_presence_counts_a_user_with_two_tabs_once(hub: Hub) -> None:
+    watcher = hub.member("r", user("watcher"))
+    await hub.join(watcher)
+    frames(watcher)
+    tab1, tab2 = hub.member("r", user("ann")), hub.member("r", user("ann"))
+    await hub.join(tab1)
+    await hub.join(tab2)
+    assert [f["user"]["name"] for f in of_type(watcher, "join")] == ["Ann"]
+    presence = [f for f in frames(tab2) if f["type"] == "presence"][0]
+    assert sorted(u["name"] for u in presence["users"]) == ["Ann", "Watcher"]
+    await hub.leave(tab1)
+    assert of_type(watcher, "leave") == []
+    await hub.leave(tab2)
+    assert [f["user"]["name"] for f in of_type(watcher, "leave")] == ["Ann"]
+
+
+@pytest.mark.anyio
+async def test_rate_limit_then_4429_for_sustained_flooding(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", message_rate=0.001, message_burst=3, flood_strikes=5)
+    try:
+        member = hub.member("r", user("flood"))
+        await hub.join(member)
+        frames(member)
+        for i in range(3):
+            await hub.post(member, f"ok{i}", None)
+        await hub.post(member, "too many", None)
+        assert of_type(member, "error")[-1]["code"] == "rate_limited"
+        for _ in range(4):
+            await hub.post(member, "more", None)
+        assert member.outbox.close_code == FLOODING
+        assert len((await hub.broker.page("r", None, 50)).messages) == 3
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_disconnect_user_closes_every_socket_of_that_user(hub: Hub) -> None:
+    a1, a2, b = hub.member("r", user("a")), hub.member("s", user("a")), hub.member("r", user("b"))
+    for member in (a1, a2, b):
+        await hub.join(member)
+    await hub.disconnect_user("idp:a", 4401, "signed out")
+    assert a1.outbox.close_code == a2.outbox.close_code == 4401
+    assert b.outbox.close_code is None
 
 
 @pytest.mark.anyio
@@ -104,20 +286,11 @@ async def test_outbox_delivers_in_order_then_signals_close() -> None:
     assert [await outbox.get(), await outbox.get(), await outbox.get()] == ["a", "b", None]
 
 
-@pytest.mark.anyio
-async def test_outbox_get_waits_for_a_frame() -> None:
-    outbox = Outbox()
-    waiter = asyncio.create_task(outbox.get())
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    outbox.put("x")
-    assert await asyncio.wait_for(waiter, 1) == "x"
-
-
 @pytest.mark.parametrize(("text", "expected"), [
     ('{"type":"ping"}', Ping()),
     ('{"type":"message","text":"hi"}', SendMessage("hi", None)),
     ('{"type":"message","text":"hi","client_id":"c"}', SendMessage("hi", "c")),
+    ('{"type":"resume","after":"1-0"}', Resume("1-0")),
 ])
 def test_decode_frame(text: str, expected: object) -> None:
     assert decode_frame(text) == expected
@@ -125,9 +298,10 @@ def test_decode_frame(text: str, expected: object) -> None:
 
 @pytest.mark.parametrize(("text", "code", "close"), [
     ("nope", "bad_frame", 1007), ("[]", "bad_frame", None), ('{"type":1}', "bad_frame", None),
-    ('{"type":"message","text":""}', "bad_frame", None), ('{"type":"message","text":"' + "x" * 2001 + '"}',
-                                                          "too_big", None),
+    ('{"type":"message","text":""}', "bad_frame", None),
+    ('{"type":"message","text":"' + "x" * 2001 + '"}', "too_big", None),
     ('{"type":"message","text":"x","client_id":""}', "bad_frame", None),
+    ('{"type":"resume"}', "bad_frame", None),
 ])
 def test_decode_frame_errors(text: str, code: str, close: int | None) -> None:
     with pytest.raises(FrameError) as info:

@@ -27,11 +27,16 @@ class SendMessage:
 
 
 @dataclass(frozen=True)
+class Resume:
+    after: str
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
 
-ClientFrame = SendMessage | Ping
+ClientFrame = SendMessage | Resume | Ping
 
 
 def _client_id(value: Any) -> str | None:
@@ -52,6 +57,11 @@ def decode_frame(text: str) -> ClientFrame:
     kind = data["type"]
     if kind == "ping":
         return Ping()
+    if kind == "resume":
+        after = data.get("after")
+        if not isinstance(after, str) or not after:
+            raise FrameError("bad_frame", '"resume" needs "after": the last message id you have')
+        return Resume(after)
     if kind == "message":
         message_text = data.get("text")
         if not isinstance(message_text, str) or not message_text.strip():
@@ -59,7 +69,7 @@ def decode_frame(text: str) -> ClientFrame:
         if len(message_text) > MAX_TEXT_CHARS:
             raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
         return SendMessage(message_text, _client_id(data.get("client_id")))
-    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message or ping")
+    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume or ping")
 
 
 def encode(frame: dict[str, Any]) -> str:

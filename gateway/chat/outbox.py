@@ -27,6 +27,12 @@ class Outbox:
         self._frames.append(frame)
         self._ready.set()
 
+    def prepend(self, frames: list[str]) -> None:
+        """Queue frames ahead of what is waiting (the welcome and history of a socket that just joined)."""
+        if self.close_code is None:
+            self._frames.extendleft(reversed(frames))
+            self._ready.set()
+
     def close(self, code: int, reason: str = "") -> None:
         """Ask the writer to close after the frames already queued."""
         if self.close_code is None:

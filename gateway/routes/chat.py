@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from typing import Annotated
 from urllib.parse import quote
 
@@ -13,7 +12,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
-from gateway.chat.frames import FrameError, Ping, SendMessage, decode_frame, encode, error_frame
+from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
+from gateway.chat.history import StoreUnavailable
 from gateway.chat.hub import Member
 from gateway.chat.watch import watch_session
 from gateway.errors import InvalidRequest, InvalidToken, MissingCredentials, ProviderUnavailable
@@ -68,18 +68,30 @@ async def _chat_page(request: Request, room: str) -> Response:
 
 @router.websocket("/ws/{room}")
 async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser) -> None:
-    hub = gateway_of(websocket).hub
+    gateway = gateway_of(websocket)
+    hub = gateway.hub
+    user = principal.public()
+    if hub.sockets_of(user["id"]) >= gateway.settings.max_sockets_per_user:
+        raise HTTPException(429, f"at most {gateway.settings.max_sockets_per_user} sockets per user",
+                            headers={"Retry-After": "5"})
     offered = websocket.scope.get("subprotocols") or []
     # Never echo a token entry: select our protocol when offered, else none.
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
-    member = Member(room, principal.public())
-    member.outbox.put(encode({"type": "welcome", "user": member.user, "room": room,
-                              "server_time": int(time.time() * 1000)}))
-    member.outbox.put(encode({"type": "history", "messages": hub.join(member), "truncated": False}))
+    member = hub.member(room, user)
     try:
+        await hub.join(member)
         await _run(websocket, member, principal)
+    except StoreUnavailable:
+        await _close_quietly(websocket, 1011, "chat store unavailable; reconnect later")
     finally:
-        hub.leave(member)
+        await hub.leave(member)
+
+
+async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await websocket.close(code, reason)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
 
 
 async def _run(websocket: WebSocket, member: Member, principal: Principal) -> None:
@@ -132,10 +144,10 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             continue
         if isinstance(frame, Ping):
             member.outbox.put(encode({"type": "pong"}))
+        elif isinstance(frame, Resume):
+            await hub.resume(member, frame.after)
         elif isinstance(frame, SendMessage):
-            stored = hub.publish(member.room, member.user, frame.text, frame.client_id)
-            if frame.client_id is not None:
-                member.outbox.put(encode({"type": "ack", "client_id": frame.client_id, "id": stored["id"]}))
+            await hub.post(member, frame.text, frame.client_id)
 
 
 async def _write(websocket: WebSocket, member: Member) -> None:

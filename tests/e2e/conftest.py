@@ -88,6 +88,7 @@ def demo_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
             stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env,
+            cwd=log.parent,  # its SQLite history lands there, not in the checkout
         )
     request.node.stash[DEMO_LOG] = log
     try:

@@ -1,0 +1,95 @@
+"""Where rooms, history and presence live, behind one small interface (encode/broadcaster style).
+
+The embedded MemoryBroker keeps presence in this process and history in SQLite; a Redis broker shares
+them between instances. The hub hands each broker one `deliver` callback and gets every event of every
+room through it: messages once stored, presence changes, and control notices (a user to disconnect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.chat.history import Page, SqliteHistory, Stored
+
+Event = dict[str, Any]
+Deliver = Callable[[Event], None]
+
+
+class Broker(Protocol):
+    async def start(self, deliver: Deliver) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, room: str, user: dict[str, str], text: str, client_id: str | None) -> Stored:
+        """Store, then deliver to every instance; a resend of (user, client_id) is stored once."""
+        ...
+
+    async def page(self, room: str, after: str | None, limit: int) -> Page: ...
+
+    async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
+        """Count a connection in; announce `join` on a user's first. Returns who is present."""
+        ...
+
+    async def exit(self, room: str, user: dict[str, str], connection: str) -> None:
+        """Count a connection out; announce `leave` after a user's last."""
+        ...
+
+    async def kick(self, user_id: str, code: int, reason: str) -> None:
+        """Close every socket of a user, on every instance (logout, lost access)."""
+        ...
+
+    async def healthy(self) -> bool: ...
+
+
+class MemoryBroker:
+    """One process: presence in memory, history durable in SQLite."""
+
+    def __init__(self, history: SqliteHistory) -> None:
+        self.history = history
+        self._deliver: Deliver = lambda event: None
+        self._present: dict[str, dict[str, tuple[dict[str, str], set[str]]]] = {}
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        await self.history.open()
+
+    async def stop(self) -> None:
+        await self.history.close()
+
+    async def publish(self, room: str, user: dict[str, str], text: str, client_id: str | None) -> Stored:
+        stored = await self.history.append(room, user, text, client_id)
+        if not stored.duplicate:
+            self._deliver(stored.message)
+        return stored
+
+    async def page(self, room: str, after: str | None, limit: int) -> Page:
+        return await self.history.page(room, after, limit)
+
+    async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
+        users = self._present.setdefault(room, {})
+        known = users.get(user["id"])
+        if known is None:
+            users[user["id"]] = (user, {connection})
+            self._deliver({"type": "join", "room": room, "user": user})
+        else:
+            known[1].add(connection)
+        return [entry[0] for entry in users.values()]
+
+    async def exit(self, room: str, user: dict[str, str], connection: str) -> None:
+        users = self._present.get(room, {})
+        known = users.get(user["id"])
+        if known is None:
+            return
+        known[1].discard(connection)
+        if not known[1]:
+            del users[user["id"]]
+            if not users:
+                self._present.pop(room, None)
+            self._deliver({"type": "leave", "room": room, "user": user})
+
+    async def kick(self, user_id: str, code: int, reason: str) -> None:
+        self._deliver({"type": "_kick", "user_id": user_id, "code": code, "reason": reason})
+
+    async def healthy(self) -> bool:
+        return True

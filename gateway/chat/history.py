@@ -1,0 +1,172 @@
+"""Durable chat history in SQLite: store, dedupe resends, bound per room, read back after an id.
+
+All SQLite work runs on one dedicated thread, so the event loop never waits on the disk and access is
+serialised. A message is committed (WAL, synchronous=FULL) before `append` returns: an ack means stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import GatewayError
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    client_id TEXT,
+    PRIMARY KEY (room, ms, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_resend ON messages (user_id, client_id) WHERE client_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS pruned (room TEXT PRIMARY KEY, ms INTEGER NOT NULL, seq INTEGER NOT NULL);
+"""
+
+
+class StoreUnavailable(GatewayError):
+    code = "store_unavailable"
+
+
+def parse_id(message_id: str) -> tuple[int, int]:
+    """`<ms>-<seq>` as the integer pair it is compared as (never as strings)."""
+    ms, sep, seq = message_id.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(message_id) > 40:
+        raise ValueError(f"message ids look like 1700000000000-0, not {message_id[:40]!r}")
+    return int(ms), int(seq)
+
+
+def format_id(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}-{pair[1]}"
+
+
+@dataclass(frozen=True)
+class Stored:
+    message: dict[str, Any]
+    duplicate: bool  # a resend of (user, client_id): not stored again; `message` is the first one
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[dict[str, Any]]
+    truncated: bool
+
+
+class SqliteHistory:
+    def __init__(self, path: str | Path, limit_per_room: int = 10_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        self.limit = limit_per_room
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-history")
+        self._db: sqlite3.Connection | None = None
+        self._last = (0, -1)
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"chat history store failed: {exc}") from None
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        row = db.execute("SELECT ms, seq FROM messages ORDER BY ms DESC, seq DESC LIMIT 1").fetchone()
+        if row:
+            self._last = (row[0], row[1])
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await self._run(db.close)
+        self._executor.shutdown(wait=True)
+
+    def _next_id(self) -> tuple[int, int]:
+        ms = int(self._clock() * 1000)
+        last_ms, last_seq = self._last
+        self._last = (last_ms, last_seq + 1) if ms <= last_ms else (ms, 0)
+        return self._last
+
+    async def append(self, room: str, user: dict[str, str], text: str, client_id: str | None) -> Stored:
+        return await self._run(lambda: self._append(room, user, text, client_id))
+
+    def _append(self, room: str, user: dict[str, str], text: str, client_id: str | None) -> Stored:
+        db = self._conn()
+        if client_id is not None:
+            row = db.execute("SELECT body FROM messages WHERE user_id = ? AND client_id = ?",
+                             (user["id"], client_id)).fetchone()
+            if row:
+                return Stored(json.loads(row[0]), duplicate=True)
+        ms, seq = self._next_id()
+        message: dict[str, Any] = {"type": "message", "id": f"{ms}-{seq}", "room": room, "user": user,
+                                   "text": text, "ts": ms}
+        if client_id is not None:
+            message["client_id"] = client_id
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT INTO messages (room, ms, seq, user_id, body, client_id) VALUES (?, ?, ?, ?, ?, ?)",
+                       (room, ms, seq, user["id"], json.dumps(message, ensure_ascii=False), client_id))
+            self._prune(db, room)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Stored(message, duplicate=False)
+
+    def _prune(self, db: sqlite3.Connection, room: str) -> None:
+        boundary = db.execute(
+            "SELECT ms, seq FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?",
+            (room, self.limit),
+        ).fetchone()
+        if boundary is None:
+            return
+        db.execute("DELETE FROM messages WHERE room = ? AND (ms < ? OR (ms = ? AND seq <= ?))",
+                   (room, boundary[0], boundary[0], boundary[1]))
+        db.execute("INSERT INTO pruned (room, ms, seq) VALUES (?, ?, ?) "
+                   "ON CONFLICT(room) DO UPDATE SET ms = excluded.ms, seq = excluded.seq",
+                   (room, boundary[0], boundary[1]))
+
+    async def page(self, room: str, after: str | None, limit: int) -> Page:
+        """The last `limit` messages (after=None), or every kept message after `after`, oldest first."""
+        after_pair = parse_id(after) if after is not None else None
+        return await self._run(lambda: self._page(room, after_pair, limit))
+
+    def _page(self, room: str, after: tuple[int, int] | None, limit: int) -> Page:
+        db = self._conn()
+        pruned = db.execute("SELECT ms, seq FROM pruned WHERE room = ?", (room,)).fetchone()
+        if after is None:
+            rows = db.execute("SELECT body FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC LIMIT ?",
+                              (room, limit + 1)).fetchall()
+            # Older messages exist that are not sent, or were dropped to keep the room bounded.
+            truncated = len(rows) > limit or pruned is not None
+            return Page([json.loads(r[0]) for r in reversed(rows[:limit])], truncated)
+        rows = db.execute(
+            "SELECT body FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) ORDER BY ms, seq",
+            (room, after[0], after[0], after[1]),
+        ).fetchall()
+        # The resume point is gone when messages after it were dropped to keep the room bounded.
+        truncated = pruned is not None and tuple(pruned) > after
+        return Page([json.loads(r[0]) for r in rows], truncated)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise sqlite3.ProgrammingError("history store is not open")
+        return self._db
