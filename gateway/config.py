@@ -46,8 +46,8 @@ class ProviderSettings(BaseModel):
     client_id: str = Field(default="", validate_default=True)
     client_secret: SecretStr | None = None
     scopes: CommaList | None = Field(default=None, validate_default=True)
-    validation: Validation | None = Field(default=None, validate_default=True)
     audience: str | None = None
+    validation: Validation | None = Field(default=None, validate_default=True)
     algorithms: CommaList = Field(default_factory=list)
     required_scopes: CommaList = Field(default_factory=list)
     title: str | None = None
@@ -92,7 +92,9 @@ class ProviderSettings(BaseModel):
     @classmethod
     def _validation(cls, value: str | None, info: ValidationInfo) -> str:
         preset = PRESETS[info.data.get("preset", "oidc")]
-        value = value or preset.validation
+        if value is None:
+            # Auth0 issues JWT access tokens only for an API (AUDIENCE); without one, ask userinfo.
+            value = "jwt" if preset.name == "auth0" and info.data.get("audience") else preset.validation
         if (value == "github") != (preset.name == "github"):
             raise ValueError("github validation goes with PRESET=github, and only with it")
         if value == "introspection" and info.data.get("client_secret") is None:

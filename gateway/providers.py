@@ -4,11 +4,13 @@ the authlib client for sign-in, and the validation strategy for tokens."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
@@ -30,6 +32,27 @@ log = logging.getLogger("gateway.providers")
 
 DISCOVERY_TTL = 3600.0
 DISCOVERY_RETRY = 5.0
+
+
+def client_secret_basic(client: Any, method: str, uri: str, headers: dict[str, str],
+                        body: Any) -> tuple[str, dict[str, str], Any]:
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding. authlib 1.9 skips
+    that, so a secret holding '+' or '%' is refused by providers that follow the RFC."""
+    credentials = f"{quote_plus(client.client_id, safe='')}:{quote_plus(client.client_secret or '', safe='')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+    return uri, headers, body
+
+
+def audience_params(settings: ProviderSettings) -> dict[str, str] | None:
+    """Ask for access tokens meant for AUDIENCE (jwt and introspection check it): Auth0 names the API
+    with `audience`, RFC 8707 providers with `resource` (an absolute URI)."""
+    if settings.audience is None or settings.validation not in ("jwt", "introspection"):
+        return None
+    if settings.preset == "auth0":
+        return {"audience": settings.audience}
+    if ":" in settings.audience:
+        return {"resource": settings.audience}
+    return None
 
 
 def variable_prefix(name: str) -> str:
@@ -62,8 +85,14 @@ class Provider:
         if not self.preset.discovery:
             # GitHub answers the token request in form encoding unless asked for JSON.
             client_kwargs["headers"] = {"Accept": "application/json"}
-        self.oauth: StarletteOAuth2App = oauth.register(name, client_id=settings.client_id, client_secret=secret,
-                                                        client_kwargs=client_kwargs)
+        if secret is not None:
+            # GitHub documents the secret as a form field; everyone else gets RFC-correct Basic.
+            client_kwargs["token_endpoint_auth_method"] = (
+                "client_secret_post" if not self.preset.discovery else client_secret_basic)
+        self.oauth: StarletteOAuth2App = oauth.register(
+            name, client_id=settings.client_id, client_secret=secret, client_kwargs=client_kwargs,
+            authorize_params=audience_params(settings),
+        )
         if self._metadata is not None:
             self.oauth.server_metadata.update(self._metadata, _loaded_at=time.time())
         self.validator = self._validator(gateway)
@@ -77,6 +106,16 @@ class Provider:
     @property
     def ready(self) -> bool:
         return self._metadata is not None and not getattr(self.validator, "misconfigured", False)
+
+    @property
+    def issuers(self) -> set[str]:
+        """Every `iss` this provider's access tokens carry (no trailing '/'). Entra's Graph tokens use the
+        v1 issuer https://sts.windows.net/<tenant>/."""
+        found = {i.rstrip("/") for i in (self.issuer, self.settings.issuer) if i}
+        if self.settings.preset == "entra":
+            tenant = self.settings.tenant or (self.settings.issuer or "").rstrip("/").split("/")[-2]
+            found.add(f"https://sts.windows.net/{tenant}")
+        return found
 
     @property
     def issuer(self) -> str | None:
@@ -206,7 +245,7 @@ class Providers:
 
     def by_issuer(self, issuer: str) -> Provider | None:
         for provider in self:
-            if provider.issuer is not None and provider.issuer.rstrip("/") == issuer.rstrip("/"):
+            if issuer.rstrip("/") in provider.issuers:
                 return provider
         return None
 

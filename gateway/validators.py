@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, ClassVar, Protocol
+from urllib.parse import quote_plus
 
 import httpx
 from joserfc import jwt
@@ -139,7 +140,8 @@ class IntrospectionValidator:
                  clock: Callable[[], float] = time.time) -> None:
         self.http = http
         self._endpoint = endpoint
-        self._auth = (client_id, client_secret)
+        # RFC 6749 §2.3.1: form-urlencoded before the Basic encoding ('+', '%' in secrets).
+        self._auth = (quote_plus(client_id, safe=""), quote_plus(client_secret, safe=""))
         self.audience = audience
         self.required_scopes = required_scopes
         self.allow_bots = allow_bots
@@ -304,6 +306,7 @@ class JwtValidator:
             raise InvalidToken(f"the token failed verification ({exc.error})") from None
         claims = decoded.claims
         self._check_audience(claims)
+        self._check_not_id_token(header, claims)
         expires_at = float(claims["exp"])
         client = _is_client_credentials(claims)
         if client is not None:
@@ -311,6 +314,20 @@ class JwtValidator:
         else:
             principal = _with_scopes(principal_from_claims(self.http.name, claims, expires_at), claims)
         return _require_scopes(principal, self.required_scopes)
+
+    def _check_not_id_token(self, header: dict[str, Any], claims: dict[str, Any]) -> None:
+        """An ID token is no access token, though it is signed by the same keys and its `aud` is our client
+        id. Keycloak labels its tokens (claim typ "ID" / "Bearer"); RFC 9068 ones say typ at+jwt; else
+        claims only ID tokens carry give it away."""
+        kind = claims.get("typ")
+        if isinstance(kind, str):
+            if kind.lower() == "id":
+                raise InvalidToken("an ID token is not an access token")
+            return
+        if str(header.get("typ", "")).lower() in ("at+jwt", "application/at+jwt"):
+            return
+        if any(name in claims for name in ("nonce", "at_hash", "c_hash")):
+            raise InvalidToken("an ID token is not an access token")
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         aud = claims.get("aud")
