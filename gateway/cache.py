@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.errors import CredentialError, InvalidToken
+from gateway.errors import CredentialError, Forbidden, InvalidToken
 from gateway.tokens import Principal
 
 
@@ -90,7 +90,9 @@ class ValidationCache:
             self.hits += 1
             if entry.principal is not None:
                 return entry.principal
-            raise InvalidToken(entry.error.detail if entry.error else "the provider does not accept this token")
+            # A fresh exception each time (same class and message): re-raising one object grows its traceback.
+            error = entry.error or InvalidToken("the provider does not accept this token")
+            raise type(error)(error.detail)
         task = self._inflight.get(key)
         if task is None:
             self.misses += 1
@@ -105,7 +107,7 @@ class ValidationCache:
     async def _validate(self, key: str, validate: Callable[[], Awaitable[Principal]]) -> Principal:
         try:
             principal = await validate()
-        except InvalidToken as exc:
+        except (InvalidToken, Forbidden) as exc:  # "no" is remembered briefly; provider trouble never
             self._store(key, Entry(None, exc, self._clock() + self.invalid_ttl))
             raise
         else:

@@ -64,6 +64,8 @@ def display_name(claims: dict[str, Any]) -> str:
 
 def principal_from_claims(provider: str, claims: dict[str, Any], expires_at: float | None) -> Principal:
     subject = claims.get("sub")
+    if subject is None and isinstance(claims.get("username"), str):
+        subject = claims["username"]  # RFC 7662 introspection answers may name the user only this way
     if not isinstance(subject, str) or not subject:
         raise ProviderUnavailable("provider's userinfo answer has no 'sub' claim")
     groups = claims.get("groups")

@@ -101,6 +101,9 @@ def _is_client_credentials(claims: dict[str, Any]) -> str | None:
     """The client id when the token was issued to a client on its own (no user), else None."""
     client = claims.get("client_id") or claims.get("azp") or claims.get("cid")
     sub = claims.get("sub")
+    username = claims.get("username")
+    if sub is None and isinstance(username, str) and not username.startswith("service-account-"):
+        return None  # RFC 7662 makes `sub` optional: a username means a user (Keycloak names its bots so)
     if claims.get("gty") == "client-credentials" or (isinstance(sub, str) and sub.endswith("@clients")):
         return str(client or sub).removesuffix("@clients")
     if isinstance(client, str) and (sub is None or sub == client):
@@ -307,8 +310,11 @@ class JwtValidator:
         claims = decoded.claims
         self._check_audience(claims)
         self._check_not_id_token(header, claims)
-        expires_at = float(claims["exp"])
+        # The socket may live until exp plus the clock-skew leeway the token was accepted with.
+        expires_at = float(claims["exp"]) + self.leeway
         client = _is_client_credentials(claims)
+        if client is None and not isinstance(claims.get("sub"), str):
+            raise InvalidToken("the token names no subject")
         if client is not None:
             principal = _bot(self.http.name, client, claims, expires_at, self.allow_bots)
         else:
