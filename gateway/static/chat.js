@@ -1,22 +1,24 @@
-// The chat page: one WebSocket (protocol gateway.chat.v1), text rendered only through textContent.
+// The chat page: one WebSocket (protocol gateway.chat.v1, docs/protocol.md). Text only via textContent.
 "use strict";
 (() => {
-  const chat = document.getElementById("chat");
-  const room = chat.dataset.room;
-  const myId = document.getElementById("me").dataset.userId;
-  const list = document.getElementById("messages");
-  const statusEl = document.getElementById("status");
-  const notice = document.getElementById("notice");
-  const form = document.getElementById("composer");
-  const input = document.getElementById("text");
-  const sendButton = document.getElementById("send");
-  const seen = new Map();      // message id -> <li>
-  const pending = new Map();   // client_id -> text, until acked
+  const $ = (id) => document.getElementById(id);
+  const room = $("chat").dataset.room;
+  const myId = $("me").dataset.userId;
+  const list = $("messages");
+  const statusEl = $("status");
+  const notice = $("notice");
+  const input = $("text");
+  const sendButton = $("send");
+
+  const seen = new Map();      // message id -> <li>, kept in id order
+  const pending = new Map();   // client_id -> {text, item}: shown as "sending…" until acked
+  const people = new Map();    // user id -> name
   let socket = null;
+  let lastId = null;           // newest message id we hold: the resume point
   let attempt = 0;
   let opened = false;
   let stopped = false;
-  let refreshed = false;     // one POST /auth/refresh per 4401, reset once live again
+  let refreshed = false;       // one POST /auth/refresh per lost session, reset once live again
 
   const labels = {
     connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
@@ -36,35 +38,67 @@
     notice.textContent = text || "";
   }
 
+  // Ids are "<ms>-<seq>": compare as the integer pair, never as strings.
   function compareIds(a, b) {
     const [am, as] = a.split("-").map(Number);
     const [bm, bs] = b.split("-").map(Number);
     return am - bm || as - bs;
   }
 
-  function render(message) {
-    if (seen.has(message.id)) return;
+  function messageItem(user, text, ts, mine) {
     const item = document.createElement("li");
-    item.className = "message" + (message.user.id === myId ? " mine" : "");
-    item.dataset.id = message.id;
+    item.className = "message" + (mine ? " mine" : "");
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = message.user.name;
+    who.textContent = user;
     const when = document.createElement("time");
-    when.dateTime = new Date(message.ts).toISOString();
-    when.textContent = new Date(message.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    const text = document.createElement("p");
-    text.className = "text";
-    text.textContent = message.text;
-    item.append(who, when, text);
-    // Keep id order even when history and live messages interleave.
-    let before = null;
+    const date = new Date(ts);
+    when.dateTime = date.toISOString();
+    when.textContent = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const body = document.createElement("p");
+    body.className = "text";
+    body.textContent = text;
+    item.append(who, when, body);
+    return item;
+  }
+
+  function atBottom() {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  }
+
+  function render(message) {
+    if (seen.has(message.id)) return;          // merge by id: history, resume and live overlap
+    const follow = atBottom();
+    const mine = message.user.id === myId;
+    const item = messageItem(message.user.name, message.text, message.ts, mine);
+    item.dataset.id = message.id;
+    if (mine && message.client_id && pending.has(message.client_id)) {
+      pending.get(message.client_id).item.remove();
+      pending.delete(message.client_id);
+    }
+    let before = null;                         // first held message newer than this one
     for (const [id, node] of seen) {
       if (compareIds(id, message.id) > 0 && (!before || compareIds(id, before.dataset.id) < 0)) before = node;
     }
-    list.insertBefore(item, before);
+    list.insertBefore(item, before || firstPending());
     seen.set(message.id, item);
-    list.scrollTop = list.scrollHeight;
+    if (!lastId || compareIds(message.id, lastId) > 0) lastId = message.id;
+    if (follow || mine) list.scrollTop = list.scrollHeight;
+  }
+
+  function firstPending() {
+    const first = pending.values().next();
+    return first.done ? null : first.value.item;
+  }
+
+  function renderPeople() {
+    const box = $("people");
+    box.replaceChildren(...[...people].sort((a, b) => a[1].localeCompare(b[1])).map(([id, name]) => {
+      const item = document.createElement("li");
+      item.textContent = name + (id === myId ? " (you)" : "");
+      return item;
+    }));
+    $("people-count").textContent = `(${people.size})`;
   }
 
   function send(frame) {
@@ -80,36 +114,54 @@
         refreshed = false;
         setState("live");
         say("");
-        for (const [clientId, text] of pending) send({ type: "message", text, client_id: clientId });
+        // Anything missed while away, then whatever we sent that was never acked (same client_id:
+        // the server stores it once).
+        if (lastId) send({ type: "resume", after: lastId });
+        for (const [clientId, entry] of pending) send({ type: "message", text: entry.text, client_id: clientId });
         break;
       case "history":
         frame.messages.forEach(render);
+        if (frame.truncated) $("older").hidden = false;
+        break;
+      case "presence":
+        people.clear();
+        frame.users.forEach((u) => people.set(u.id, u.name));
+        renderPeople();
+        break;
+      case "join":
+        people.set(frame.user.id, frame.user.name);
+        renderPeople();
+        break;
+      case "leave":
+        people.delete(frame.user.id);
+        renderPeople();
         break;
       case "message":
         render(frame);
         break;
-      case "ack":
-        pending.delete(frame.client_id);
+      case "ack": {
+        // Stored. Its message frame came first (or comes with the resume after a reconnect).
+        const entry = pending.get(frame.client_id);
+        if (entry) { entry.item.remove(); pending.delete(frame.client_id); }
         break;
+      }
       case "error":
+        if (frame.code === "provider_unavailable") setState("provider");
         say(frame.message);
         break;
     }
   }
 
-  async function askWhy() {
-    // Browsers never show a refused handshake's HTTP status: the session probe tells us why.
+  async function session() {
     try {
       const answer = await fetch("/auth/session", { credentials: "same-origin", cache: "no-store" });
-      const session = await answer.json();
-      if (session.provider_status === "unavailable") return "provider";
-      if (!session.authenticated) return "signedout";
-    } catch { /* the gateway itself is unreachable: keep retrying */ }
-    return "retry";
+      return await answer.json();
+    } catch {
+      return null;                              // the gateway itself is unreachable: keep retrying
+    }
   }
 
   async function tryRefresh() {
-    // The token expired or was revoked: try the sealed refresh token once (until live again).
     if (refreshed) return false;
     refreshed = true;
     setState("reconnecting");
@@ -122,13 +174,14 @@
   }
 
   function signIn() {
+    stopped = true;
     setState("signedout");
     window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
   }
 
   function retry(state) {
     setState(state);
-    const delay = Math.min(30000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
+    const delay = Math.min(30000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);  // backoff + jitter
     attempt += 1;
     setTimeout(connect, delay);
   }
@@ -138,16 +191,22 @@
     if (stopped) return;
     const code = event.code;
     if (code === 4401) return (await tryRefresh()) ? connect() : signIn();
-    if (code === 4403) { stopped = true; setState("stopped"); return say("You are no longer allowed in this room."); }
-    if (code === 1003 || code === 1007 || code === 1009) {
-      say("The server refused a message this page sent (" + code + "); reconnecting.");
+    if (code === 4403) {
+      stopped = true;
+      setState("stopped");
+      const why = await session();
+      return say((why && why.reason_text) || "You are no longer allowed in this room.");
     }
+    if (code === 4429) { say("Too many messages: waiting a moment before reconnecting."); attempt = Math.max(attempt, 5); }
+    if (code === 1003 || code === 1007 || code === 1009) say(`The server refused a message from this page (${code}).`);
     if (!opened) {
-      const why = await askWhy();
-      if (why === "signedout") return (await tryRefresh()) ? connect() : signIn();
-      return retry(why === "provider" ? "provider" : "reconnecting");
+      // Browsers never show why a handshake was refused: ask.
+      const why = await session();
+      if (why && why.provider_status === "unavailable") return retry("provider");
+      if (why && why.authenticated === false) return (await tryRefresh()) ? connect() : signIn();
+      if (why && why.allowed === false) { stopped = true; setState("stopped"); return say(why.reason_text || "Not allowed here."); }
     }
-    retry("reconnecting");
+    retry("reconnecting");                      // 1001/1012 (restart), 1006, 1011, 4408: come back and resume
   }
 
   function connect() {
@@ -159,18 +218,48 @@
     socket.addEventListener("close", onClose);
   }
 
-  form.addEventListener("submit", (event) => {
+  $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
     if (!text) return;
-    const clientId = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).slice(0, 64);
-    pending.set(clientId, text);
+    const clientId = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`.slice(0, 64);
+    const item = messageItem($("me").querySelector("strong").textContent, text, Date.now(), true);
+    item.classList.add("pending");
+    item.dataset.clientId = clientId;
+    list.append(item);
+    list.scrollTop = list.scrollHeight;
+    pending.set(clientId, { text, item });
     send({ type: "message", text, client_id: clientId });
     input.value = "";
     input.focus();
   });
 
+  // Rooms: the ones visited recently (this browser), plus a form to join or create any room.
+  function rooms() {
+    let known = [];
+    try { known = JSON.parse(localStorage.getItem("gateway.rooms") || "[]"); } catch { known = []; }
+    known = [room, ...known.filter((r) => r !== room && /^[A-Za-z0-9_-]{1,64}$/.test(r))];
+    if (!known.includes("lobby")) known.push("lobby");
+    known = known.slice(0, 12);
+    try { localStorage.setItem("gateway.rooms", JSON.stringify(known)); } catch { /* private mode */ }
+    $("rooms").replaceChildren(...known.map((name) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = "/chat/" + encodeURIComponent(name);
+      link.textContent = "#" + name;
+      if (name === room) link.setAttribute("aria-current", "page");
+      item.append(link);
+      return item;
+    }));
+  }
+  $("room-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("room-name").value.trim();
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(name)) window.location.assign("/chat/" + encodeURIComponent(name));
+  });
+
   window.addEventListener("pagehide", () => { stopped = true; if (socket) socket.close(1000); });
+  rooms();
   setState("connecting");
   connect();
 })();
