@@ -15,14 +15,16 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import URLSafeTimedSerializer
 
 from gateway import __version__
+from gateway.access import AccessPolicy
 from gateway.authenticator import Authenticator
-from gateway.chat.broker import MemoryBroker
+from gateway.chat.broker import Broker, MemoryBroker
 from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits
 from gateway.config import Settings
-from gateway.cookies import RefreshCookie, Sealer, TokenCookie
+from gateway.cookies import IdTokenCookie, RefreshCookie, RevokeCookie, Sealer, TokenCookie
 from gateway.headers import SecurityHeadersMiddleware
 from gateway.logs import AccessLogMiddleware
+from gateway.metrics import Metrics
 from gateway.providers import Providers
 from gateway.security import origin_of
 from gateway.sessions import LoginStateMiddleware
@@ -48,35 +50,56 @@ class Gateway:
     csrf: URLSafeTimedSerializer
     refresh_cookie: RefreshCookie
     authenticator: Authenticator
+    access: AccessPolicy
+    metrics: Metrics
     hub: Hub
     allowed_origins: frozenset[str]
     templates: Jinja2Templates
+    revoke_cookie: RevokeCookie  # the refresh token again, for POST /logout to revoke
+    idt_cookie: IdTokenCookie  # the ID token, for POST /logout's id_token_hint
+
+
+def make_broker(settings: Settings) -> Broker:
+    """memory:// keeps presence here and history in SQLite; redis://… shares both between instances."""
+    if settings.uses_redis:
+        from gateway.chat.redis_broker import RedisBroker
+
+        return RedisBroker(settings.broker_url, settings.redis_prefix, settings.history_limit,
+                           settings.presence_ttl)
+    return MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit))
 
 
 def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
     secrets = [key.get_secret_value() for key in settings.secret_keys]
     public_origin = origin_of(settings.public_url)
     templates = Jinja2Templates(directory=str(templates_dir()))
-    providers = Providers(settings, http)
-    return Gateway(
+    metrics = Metrics()
+    providers = Providers(settings, http, metrics.provider_calls.observe)
+    gateway = Gateway(
         settings=settings,
         http=http,
         providers=providers,
         token_cookie=TokenCookie(Sealer(secrets, "token cookie"), settings.is_https, settings.session_max_age),
         refresh_cookie=RefreshCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),
         authenticator=Authenticator(settings, providers),
+        access=AccessPolicy.from_settings(settings),
+        metrics=metrics,
         # itsdangerous signs with the *last* key and verifies with all: reversed, the first one signs.
         csrf=URLSafeTimedSerializer(list(reversed(secrets)), salt="gateway logout csrf"),
-        hub=Hub(MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit)), HubLimits(
+        hub=Hub(make_broker(settings), HubLimits(
             history_on_join=settings.history_on_join, outbox_size=settings.send_queue_size,
             message_rate=settings.message_rate, message_burst=settings.message_burst)),
         allowed_origins=frozenset({public_origin, *settings.allowed_origins}),
         templates=templates,
+        revoke_cookie=RevokeCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),
+        idt_cookie=IdTokenCookie(Sealer(secrets, "id token cookie"), settings.is_https, settings.session_max_age),
     )
+    metrics.attach(gateway)
+    return gateway
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
-    from gateway.routes import auth, chat, ops
+    from gateway.routes import auth, chat, check, ops
 
     owns_client = http is None
     client = http or httpx.AsyncClient(
@@ -105,5 +128,6 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     app.include_router(ops.router)
     app.include_router(auth.router)
+    app.include_router(check.router)
     app.include_router(chat.router)
     return app

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from gateway.cache import ValidationCache, cache_key
+from gateway.cache import DenyList, ValidationCache, cache_key
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, InvalidToken, RateLimited
 from gateway.limits import KeyedBuckets
@@ -36,6 +37,10 @@ class Authenticator:
         self.cache = ValidationCache(settings.validation_cache_ttl, settings.invalid_cache_ttl,
                                      settings.validation_cache_size, clock)
         self.failures = KeyedBuckets(settings.failed_auth_rate, settings.failed_auth_burst)
+        self._asking: Counter[str] = Counter()  # provider calls running on behalf of each client address
+        self.denied = DenyList(clock)
+        self.session_max_age = settings.session_max_age
+        self.jwt_leeway = settings.jwt_leeway
         self._clock = clock
 
     def provider_for(self, credentials: Credentials) -> Provider:
@@ -60,25 +65,58 @@ class Authenticator:
     def check_client(self, client: str | None) -> None:
         if client is None:
             return
-        wait = self.failures.blocked_for(client)
+        # Provider calls still running count as failures: guesses sent all at once cannot outrun the limit.
+        wait = self.failures.blocked_for(client, self._asking[client])
         if wait:
             raise RateLimited("too many failed sign-in attempts from this address; wait and retry", wait)
 
     async def principal(self, credentials: Credentials, client: str | None = None) -> Principal:
         """Validate (cached, single-flight). `client` is the peer address for the failed-attempt limit."""
         self.check_client(client)
+        asking: str | None = None  # the client a provider call is counted for
         try:
             check_token_syntax(credentials.token)
             provider = self.provider_for(credentials)
+            key = cache_key(provider.name, credentials.token)
+            # Counted before any await, so requests sent all at once see each other's provider calls.
+            if client is not None and not self.cache.answered(key):
+                asking = client
+                self._asking[client] += 1
+            if await self.denied.denied(credentials.token):
+                raise InvalidToken("this token was signed out; sign in again")
             principal = await self.cache.get_or_validate(
-                cache_key(provider.name, credentials.token),
-                lambda: provider.validator.validate(credentials.token),
+                key, lambda: provider.validator.validate(credentials.token),
             )
         except (InvalidToken, InvalidRequest):
             if client is not None:
                 self.failures.record_failure(client)
             raise
+        finally:
+            if asking is not None:
+                self._done_asking(asking)
         return self._bounded(principal, credentials)
+
+    def _done_asking(self, client: str) -> None:
+        self._asking[client] -= 1
+        if self._asking[client] <= 0:
+            del self._asking[client]
+
+    async def deny(self, credentials: Credentials) -> None:
+        """Refuse this token until it expires, whatever its provider says (logout): a copy a bot kept
+        stops working too. With no known expiry, for GATEWAY_SESSION_MAX_AGE."""
+        ends = [t for t in (credentials.expires_at, self._jwt_expiry(credentials.token)) if t]
+        for provider in self.providers:  # a copy may be routed to any of them
+            key = cache_key(provider.name, credentials.token)
+            entry = self.cache.lookup(key)
+            if entry is not None and entry.principal is not None and entry.principal.expires_at:
+                ends.append(entry.principal.expires_at)
+            self.cache.forget(key)
+        await self.denied.add(credentials.token, max(ends) if ends else self._clock() + self.session_max_age)
+
+    def _jwt_expiry(self, token: str) -> float | None:
+        peeked = peek_jwt(token)
+        exp = peeked[1].get("exp") if peeked else None
+        return float(exp) + self.jwt_leeway if isinstance(exp, int | float) else None
 
     def _bounded(self, principal: Principal, credentials: Credentials) -> Principal:
         """The session ends at the earliest of the token's expiry, the cookie's and the session limit."""

@@ -2,7 +2,7 @@
 
 A valid answer is kept until the earlier of the token's expiry and `valid_ttl`; an invalid one for
 `invalid_ttl`; provider trouble is not kept at all (the next caller asks again). Concurrent lookups of
-one key share one provider call.
+one key share one provider call. The deny-list refuses signed-out tokens until they expire.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class ValidationCache:
         self._entries.move_to_end(key)
         return entry
 
+    def answered(self, key: str) -> bool:
+        """True when `key` costs no provider call now: an answer is kept, or a call for it is running."""
+        return key in self._inflight or self.lookup(key) is not None
+
     def expires(self, key: str) -> float | None:
         """When the cached answer for `key` lapses (the live socket re-checks then)."""
         entry = self._entries.get(key)
@@ -115,6 +119,44 @@ class ValidationCache:
             return principal
         finally:
             self._inflight.pop(key, None)
+
+
+class DenyList:
+    """Tokens refused until a given time whatever the provider says: signed out, while a copy (a bot's,
+    a stolen one) may still be valid at the provider. In this process for now; a shared store (Redis)
+    takes its place behind the same two async methods."""
+
+    PRUNE_ABOVE = 1024
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    async def add(self, token: str, until: float) -> None:
+        now = self._clock()
+        if len(self._until) >= self.PRUNE_ABOVE:
+            self._until = {key: end for key, end in self._until.items() if end > now}
+        key = _token_key(token)
+        if until > now:
+            self._until[key] = max(until, self._until.get(key, 0.0))
+
+    async def denied(self, token: str) -> bool:
+        if not self._until:  # the usual case costs nothing
+            return False
+        key = _token_key(token)
+        until = self._until.get(key)
+        if until is not None and until <= self._clock():
+            del self._until[key]
+            return False
+        return until is not None
+
+
+def _token_key(token: str) -> str:
+    """Whichever provider a copy of the token is routed to, it is the same token."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _retrieve(task: asyncio.Future[Principal]) -> None:

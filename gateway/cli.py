@@ -41,7 +41,7 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
 
     setup_logging(log_level, settings.log_format)
     config = uvicorn_config(create_app(settings), host, port, log_level, settings.ws_ping_interval,
-                            settings.ws_ping_timeout)
+                            settings.ws_ping_timeout, settings.trusted_proxies)
     uvicorn.Server(config).run()
 
 
@@ -68,11 +68,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def redis_problem(settings: Settings) -> str | None:
+    """A line naming GATEWAY_BROKER_URL when Redis cannot be reached (checked before serving)."""
+    if not settings.uses_redis:
+        return None
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        return f"GATEWAY_BROKER_URL: cannot reach Redis at {masked_url(settings.broker_url)} ({exc}); is it running?"
+    finally:
+        client.close()
+    return None
+
+
+def masked_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":****@")
+    return url
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.env_file)
     except ConfigError as exc:
         return _fail(exc.problems)
+    problem = redis_problem(settings)
+    if problem:
+        return _fail([problem])
     if args.reload:
         setup_logging(args.log_level, settings.log_format)
         from uvicorn.supervisors import ChangeReload
@@ -123,7 +152,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return _fail(exc.problems)
     print(f"public URL: {settings.public_url}")
     print(f"secret keys: {len(settings.secret_keys)} (****)")
+    print(f"broker: {masked_url(settings.broker_url)}")
     problems = asyncio.run(_check(settings))
+    problem = redis_problem(settings)
+    if problem:
+        problems.append(problem)
     if problems:
         return _fail(problems)
     print("configuration ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from gateway.access import ROOM_NAME, email_domain, room_key
 from gateway.errors import ConfigError
 from gateway.presets import PRESETS
 from gateway.presets import Preset as PresetInfo
@@ -115,6 +117,15 @@ class ProviderSettings(BaseModel):
         return PRESETS[self.preset]
 
 
+class RoomSettings(BaseModel):
+    """GATEWAY_ROOMS__<ROOM>__*: who may enter one room (besides passing the gateway's own lists)."""
+
+    allowed_groups: CommaList = Field(default_factory=list)
+    allowed_users: CommaList = Field(default_factory=list)
+
+    _split = field_validator("allowed_groups", "allowed_users", mode="before")(_comma_list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -135,11 +146,23 @@ class Settings(BaseSettings):
     allowed_origins: CommaList = Field(default_factory=list)
     allowed_redirect_domains: CommaList = Field(default_factory=list)
     broker_url: str = "memory://"
+    metrics_token: SecretStr | None = None
+    trusted_proxies: CommaList = Field(default_factory=list)
+    redis_prefix: str = Field(default="gateway:", min_length=1, max_length=64)
+    presence_ttl: float = Field(default=30.0, ge=3)
     history_path: Path = Path("gateway-history.sqlite3")
     log_format: Literal["text", "json"] = "text"
     session_max_age: int = Field(default=12 * 3600, gt=0)
     provider_timeout: float = Field(default=5.0, gt=0)
     allow_bots: bool = False
+    # Who may use the gateway once signed in (gateway.access): empty lists restrict nothing.
+    allowed_emails: CommaList = Field(default_factory=list)
+    allowed_email_domains: CommaList = Field(default_factory=list)
+    allowed_users: CommaList = Field(default_factory=list)
+    allowed_groups: CommaList = Field(default_factory=list)
+    groups_claim: str = Field(default="groups", min_length=1)
+    required_scopes: CommaList = Field(default_factory=list)
+    rooms: dict[str, RoomSettings] = Field(default_factory=dict)
     validation_cache_ttl: float = Field(default=60.0, gt=0)
     invalid_cache_ttl: float = Field(default=10.0, ge=0)
     validation_cache_size: int = Field(default=10_000, gt=0)
@@ -158,7 +181,54 @@ class Settings(BaseSettings):
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
 
-    _split = field_validator("allowed_origins", "allowed_redirect_domains", mode="before")(_comma_list)
+    _split = field_validator("allowed_origins", "allowed_redirect_domains", "trusted_proxies",
+                             mode="before")(_comma_list)
+    _split_access = field_validator("allowed_emails", "allowed_email_domains", "allowed_users", "allowed_groups",
+                                    "required_scopes", mode="before")(_comma_list)
+
+    @field_validator("allowed_emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        for email in value:
+            if email_domain(email) is None or any(char.isspace() for char in email):
+                raise ValueError(f"each entry must be an email address like alice@example.com, got {email!r}")
+        return value
+
+    @field_validator("allowed_email_domains")
+    @classmethod
+    def _email_domains(cls, value: list[str]) -> list[str]:
+        domains = [domain.removeprefix("@") for domain in value]
+        for domain in domains:
+            if domain.startswith(("*", ".")):
+                raise ValueError(f"{domain!r}: domains match exactly (example.com does not cover "
+                                 f"sub.example.com); list each domain, without '*' or a leading '.'")
+            if not domain or "@" in domain or any(char.isspace() for char in domain):
+                raise ValueError(f"each entry must be a domain like example.com, got {domain!r}")
+        return domains
+
+    @field_validator("groups_claim")
+    @classmethod
+    def _groups_claim(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a claim, like groups, roles or realm_access.roles")
+        return value.strip()
+
+    @field_validator("rooms", mode="before")
+    @classmethod
+    def _room_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # Env names can't hold "-" (and ignore case): rules are kept under room_key, and so cover every
+        # room whose name differs only in case or in "-" against "_".
+        renamed: dict[str, Any] = {}
+        for name, rule in value.items():
+            if not ROOM_NAME.match(str(name)):
+                raise ValueError(f"room name {name!r}: use 1-64 letters, digits, '-' and '_'")
+            key = room_key(str(name))
+            if key in renamed:
+                raise ValueError(f"two rules for room {key!r}: room rules ignore case, and '-' is '_'")
+            renamed[key] = rule
+        return renamed
 
     @field_validator("secret_keys", mode="before")
     @classmethod
@@ -187,6 +257,16 @@ class Settings(BaseSettings):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("must be an origin without a path (the gateway is served at /)")
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"each entry must be an IP address or network like 10.0.0.0/8, got {entry!r}") from None
+        return value
 
     @field_validator("allowed_origins")
     @classmethod
@@ -229,9 +309,10 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_available(cls, value: str) -> str:
-        if value != "memory://":
-            raise ValueError("only memory:// is available in this version")
-        return value
+        parts = urlsplit(value)
+        if value == "memory://" or (parts.scheme in ("redis", "rediss", "unix") and (parts.hostname or parts.path)):
+            return value
+        raise ValueError("use memory:// (one process) or redis://host:6379/0 (several instances)")
 
     @property
     def is_https(self) -> bool:
@@ -240,6 +321,10 @@ class Settings(BaseSettings):
     @property
     def default_provider_name(self) -> str:
         return self.default_provider or next(iter(self.providers))
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.broker_url != "memory://"
 
     def redirect_uri(self, provider: str) -> str:
         return f"{self.public_url}/auth/{provider}/callback"

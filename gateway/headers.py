@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def content_security_policy(public_url: str, form_targets: Sequence[str] = ()) -> str:
+    """Scripts, styles and connections from our origin only. `form_targets`: origins a page's forms may
+    post to besides ours (the logout page's form to the provider's end-session endpoint); a route that
+    needs them sets its own header, which the middleware keeps."""
+    parts = urlsplit(public_url)
+    ws_origin = ("wss" if parts.scheme == "https" else "ws") + "://" + parts.netloc
+    # connect-src 'self' covers ws: only in CSP Level 3 browsers: name the socket origin too.
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' {ws_origin}; frame-ancestors 'none'; base-uri 'none'; "
+        + " ".join(["form-action 'self'", *form_targets])
+    )
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, public_url: str) -> None:
         self.app = app
-        parts = urlsplit(public_url)
-        ws_origin = ("wss" if parts.scheme == "https" else "ws") + "://" + parts.netloc
-        # connect-src 'self' covers ws: only in CSP Level 3 browsers: name the socket origin too.
-        self.csp = (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            f"connect-src 'self' {ws_origin}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-        )
-        self.https = parts.scheme == "https"
+        self.csp = content_security_policy(public_url)
+        self.https = urlsplit(public_url).scheme == "https"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

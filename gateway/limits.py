@@ -65,12 +65,13 @@ class KeyedBuckets:
             self._buckets.move_to_end(key)
         return bucket
 
-    def blocked_for(self, key: str) -> int:
-        """0 when `key` may try again now, else the seconds to wait."""
+    def blocked_for(self, key: str, pending: int = 0) -> int:
+        """0 when `key` may try again now, else the seconds to wait. `pending` attempts still running count
+        as spent: each may yet fail."""
         bucket = self._buckets.get(key)
-        if bucket is None or bucket.available() >= 1:
-            return 0
-        return bucket.retry_after()
+        available = bucket.available() if bucket is not None else self.burst
+        missing = 1 + pending - available
+        return 0 if missing <= 0 else max(1, math.ceil(missing / self.rate))
 
     def record_failure(self, key: str) -> None:
         self.bucket(key).drain()

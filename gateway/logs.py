@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+import uuid
+from contextvars import ContextVar
 from typing import Literal
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access = logging.getLogger("gateway.access")
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+_INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdFilter(logging.Filter):
+    """Every log line of a request carries its id (X-Request-ID when a proxy sent a sane one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
 
 
 class AccessLogMiddleware:
@@ -24,10 +38,13 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status: list[int] = []
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        token = request_id.set(incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex[:16])
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
                 status.append(message["status"])
+                MutableHeaders(scope=message).append("X-Request-ID", request_id.get())
             elif message["type"] == "websocket.accept":
                 status.append(101)
             await send(message)
@@ -42,6 +59,7 @@ class AccessLogMiddleware:
                 client[0] if client else "-", method, scope["path"], status[0] if status else "-",
                 (time.perf_counter() - started) * 1000,
             )
+            request_id.reset(token)
 
 
 class DropQueryStrings(logging.Filter):
@@ -55,17 +73,35 @@ class DropQueryStrings(logging.Filter):
         return True
 
 
+class DropCodeVerifier(logging.Filter):
+    """authlib logs the PKCE code verifier of every sign-in at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Using code_verifier"))
+
+
+# Filters on the loggers that write the records: they hold whatever level or handlers operators configure.
+_FILTERS = {
+    "uvicorn.error": DropQueryStrings,
+    # Off in server.py, but a handler attached to it (a log config, pytest) turns it on, queries and all.
+    "uvicorn.access": DropQueryStrings,
+    "authlib.integrations.base_client.sync_app": DropCodeVerifier,
+}
+
+
 def quiet_uvicorn_queries() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, DropQueryStrings) for f in logger.filters):
-        logger.addFilter(DropQueryStrings())
+    """Keep the OAuth callback's code and state, and the PKCE verifier, out of third-party log records."""
+    for name, kind in _FILTERS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": round(record.created, 3), "level": record.levelname.lower(),
-            "logger": record.name, "message": record.getMessage(),
+            "logger": record.name, "request_id": getattr(record, "request_id", "-"), "message": record.getMessage(),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -77,7 +113,8 @@ def setup_logging(level: str = "info", fmt: Literal["text", "json"] = "text") ->
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s]: %(message)s"))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -96,6 +96,7 @@ class Provider:
         if self._metadata is not None:
             self.oauth.server_metadata.update(self._metadata, _loaded_at=time.time())
         self.validator = self._validator(gateway)
+        http.strategy = self.validator.strategy
 
     # --- metadata -------------------------------------------------------------------------------------
 
@@ -226,14 +227,15 @@ class Providers:
     """All configured providers, by name, sharing one HTTP client, one cap on concurrent provider calls
     and one authlib registry."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient,
+                 observe: Callable[[str, str, float], None] | None = None) -> None:
         self._oauth = OAuth()
         self.default = settings.default_provider_name
         limit = asyncio.Semaphore(settings.provider_concurrency)
         ssl_context = httpx.create_ssl_context()
         self.by_name = {
-            name: Provider(name, conf, ProviderHTTP(name, client, settings.provider_timeout, limit), self._oauth,
-                           settings, ssl_context)
+            name: Provider(name, conf, ProviderHTTP(name, client, settings.provider_timeout, limit, observe),
+                           self._oauth, settings, ssl_context)
             for name, conf in settings.providers.items()
         }
 

@@ -80,8 +80,8 @@ def extract_credentials(conn: HTTPConnection, gateway: Gateway) -> Credentials |
     return None
 
 
-async def authenticate(conn: HTTPConnection, gateway: Gateway) -> Principal:
-    """The Principal behind this request, or a CredentialError saying why not."""
+async def identify(conn: HTTPConnection, gateway: Gateway) -> Principal:
+    """Who is behind this request (the token validated), not yet whether they may come in."""
     credentials = extract_credentials(conn, gateway)
     if credentials is None:
         raise MissingCredentials("sign in, or send Authorization: Bearer <token>")
@@ -94,22 +94,37 @@ async def authenticate(conn: HTTPConnection, gateway: Gateway) -> Principal:
     return principal
 
 
-def to_http_exception(error: CredentialError) -> HTTPException:
+async def authenticate(conn: HTTPConnection, gateway: Gateway, room: str | None = None) -> Principal:
+    """The Principal behind this request, allowed in (GATEWAY_ALLOWED_*, scopes, `room`'s rule), or a
+    CredentialError saying why not: Forbidden (403) for a valid token that is not allowed."""
+    principal = await identify(conn, gateway)
+    gateway.access.check(principal, room)
+    return principal
+
+
+def challenge_headers(error: CredentialError) -> dict[str, str]:
     headers = {}
     if error.challenge:
         headers["WWW-Authenticate"] = error.challenge
     retry_after = getattr(error, "retry_after", None)  # 503 and 429
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return HTTPException(status_code=error.status, detail=error.detail, headers=headers or None)
+    return headers
+
+
+def to_http_exception(error: CredentialError) -> HTTPException:
+    return HTTPException(status_code=error.status, detail=error.detail, headers=challenge_headers(error) or None)
 
 
 async def current_principal(conn: HTTPConnection) -> Principal:
     """The dependency for HTTP and WebSocket routes alike: refusals become real HTTP responses,
     on WebSockets too (ASGI denial-response extension), before any accept."""
+    gateway = conn.app.state.gateway
     try:
-        return await authenticate(conn, conn.app.state.gateway)
+        return await authenticate(conn, gateway)
     except CredentialError as error:
+        if conn.scope["type"] == "websocket":
+            gateway.metrics.stats.handshake(error.code)
         raise to_http_exception(error) from None
 
 

@@ -20,7 +20,27 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
       the client hung until its own timeout. We write it and close.
     - Every handshake refused with a denial response logged "ASGI callable returned without completing
       handshake." at ERROR: the denial does complete the handshake, so we mark it so.
+    - A text message that is not UTF-8 was closed with 1007, rightly, but logged at ERROR with a traceback:
+      any client could fill the error log. It is the client's fault; we close without the noise.
+
+    And one leak closed: at DEBUG, websockets traces every handshake header (Cookie, Authorization, the
+    subprotocol token) and every frame into uvicorn's log. We never let it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.debug = False
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                self.conn.send_close(1007, "text frames must be UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -38,7 +58,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping_interval: float = 20.0,
-                   ping_timeout: float = 20.0, **extra: Any) -> uvicorn.Config:
+                   ping_timeout: float = 20.0, trusted_proxies: list[str] | None = None,
+                   **extra: Any) -> uvicorn.Config:
     quiet_uvicorn_queries()
     return uvicorn.Config(
         app,
@@ -51,7 +72,10 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping
         ws_ping_interval=ping_interval,
         ws_ping_timeout=ping_timeout,
         access_log=False,  # ours (gateway.logs) leaves out query strings: the OAuth callback's code and state
-        proxy_headers=False,
+        # X-Forwarded-For/-Proto only from GATEWAY_TRUSTED_PROXIES (uvicorn ignores X-Forwarded-Host; so
+        # do we: GATEWAY_PUBLIC_URL decides redirect URIs and Secure).
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=trusted_proxies or [],
         server_header=False,
         log_config=None,
         log_level=log_level,

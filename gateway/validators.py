@@ -40,19 +40,27 @@ class ProviderHTTP:
     """One provider's use of the shared client: its timeout, the global cap on concurrent provider
     calls, and transport errors mapped to ProviderUnavailable."""
 
-    def __init__(self, name: str, client: httpx.AsyncClient, timeout: float, limit: asyncio.Semaphore) -> None:
+    def __init__(self, name: str, client: httpx.AsyncClient, timeout: float, limit: asyncio.Semaphore,
+                 observe: Callable[[str, str, float], None] | None = None) -> None:
         self.name = name
         self.client = client
         self.timeout = timeout
         self.limit = limit
         self.calls = 0
+        self.strategy = "discovery"  # set by the provider once its validator is chosen (a metrics label)
+        self._observe = observe
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.limit:
                     self.calls += 1
-                    return await self.client.request(method, url, timeout=self.timeout, **kwargs)
+                    started = time.perf_counter()
+                    try:
+                        return await self.client.request(method, url, timeout=self.timeout, **kwargs)
+                    finally:
+                        if self._observe is not None:
+                            self._observe(self.name, self.strategy, time.perf_counter() - started)
         except (httpx.TimeoutException, TimeoutError):
             raise ProviderUnavailable(f"provider {self.name!r} timed out") from None
         except httpx.HTTPError as exc:

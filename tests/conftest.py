@@ -18,6 +18,8 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
 
+pytest_plugins = ["tests.redis_support"]  # redis_url, redis_prefix
+
 ISSUER = "https://idp.test"
 PUBLIC_URL = "http://gateway.test"
 CLIENT_ID = "gateway-client"

@@ -141,8 +141,7 @@ def test_logout_needs_csrf_and_clears_cookie(client: TestClient, sign_in: SignIn
     page = client.get("/chat").text
     csrf = page.split('name="csrf" value="')[1].split('"')[0]
     response = client.post("/logout", data={"csrf": csrf})
-    assert response.status_code == 303
-    assert response.headers["location"] == "/login"
+    assert response.status_code == 200  # the provider's end-session form: tests/test_logout.py
     assert 'gateway_token=""' in response.headers["set-cookie"]
     assert client.get("/chat").status_code == 303
 

@@ -304,10 +304,15 @@ def test_symmetric_or_none_algorithms_refused(tmp_path: Path) -> None:
         assert named(problems) == ["GATEWAY_PROVIDERS__IDP__ALGORITHMS"], alg
 
 
-def test_broker_of_a_later_version_refused(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, with_changes(GATEWAY_BROKER_URL="redis://localhost:6379"))
+def test_unknown_broker_refused(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, with_changes(GATEWAY_BROKER_URL="kafka://localhost:9092"))
     assert named(problems) == ["GATEWAY_BROKER_URL"]
-    assert "memory://" in problems[0]
+    assert "memory://" in problems[0] and "redis://" in problems[0]
+
+
+def test_redis_broker_accepted(tmp_path: Path) -> None:
+    settings = settings_of(tmp_path, with_changes(GATEWAY_BROKER_URL="redis://localhost:6379/0"))
+    assert settings.uses_redis and settings.redis_prefix == "gateway:"
 
 
 def test_unparsable_providers_in_env_file(tmp_path: Path) -> None:

@@ -39,18 +39,27 @@ class Ping:
 ClientFrame = SendMessage | Resume | Ping
 
 
+def _unicode(value: str, field: str) -> str:
+    """JSON escapes can spell lone surrogates ("\\ud800"): valid JSON, but no text to store or send on."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError("bad_frame", f'"{field}" holds a lone surrogate escape; send Unicode text') from None
+    return value
+
+
 def _client_id(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CLIENT_ID_CHARS:
         raise FrameError("bad_frame", f"client_id must be a string of 1-{MAX_CLIENT_ID_CHARS} characters")
-    return value
+    return _unicode(value, "client_id")
 
 
 def decode_frame(text: str) -> ClientFrame:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested deeper than the parser goes
         raise FrameError("bad_frame", "frames must be JSON text", close_code=1007) from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise FrameError("bad_frame", 'a frame is a JSON object with a "type"')
@@ -61,14 +70,14 @@ def decode_frame(text: str) -> ClientFrame:
         after = data.get("after")
         if not isinstance(after, str) or not after:
             raise FrameError("bad_frame", '"resume" needs "after": the last message id you have')
-        return Resume(after)
+        return Resume(_unicode(after, "after"))
     if kind == "message":
         message_text = data.get("text")
         if not isinstance(message_text, str) or not message_text.strip():
             raise FrameError("bad_frame", '"message" needs a non-empty "text"')
         if len(message_text) > MAX_TEXT_CHARS:
             raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
-        return SendMessage(message_text, _client_id(data.get("client_id")))
+        return SendMessage(_unicode(message_text, "text"), _client_id(data.get("client_id")))
     raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume or ping")
 
 

@@ -39,10 +39,14 @@ class StoreUnavailable(GatewayError):
     code = "store_unavailable"
 
 
+MAX_ID_PART = 2**63 - 1  # SQLite's INTEGER: a larger `after` in a resume frame raised OverflowError there
+
+
 def parse_id(message_id: str) -> tuple[int, int]:
     """`<ms>-<seq>` as the integer pair it is compared as (never as strings)."""
     ms, sep, seq = message_id.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(message_id) > 40:
+    if not sep or len(message_id) > 40 or not all(
+            part.isascii() and part.isdigit() and int(part) <= MAX_ID_PART for part in (ms, seq)):
         raise ValueError(f"message ids look like 1700000000000-0, not {message_id[:40]!r}")
     return int(ms), int(seq)
 

@@ -53,6 +53,8 @@ class Hub:
         self._rooms: dict[str, set[Member]] = {}
         self._users: dict[str, set[Member]] = {}
         self._rates = KeyedBuckets(self.limits.message_rate, self.limits.message_burst)
+        self.messages_in = 0
+        self.deliveries = 0
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -68,6 +70,9 @@ class Hub:
 
     def members(self, room: str) -> int:
         return len(self._rooms.get(room, ()))
+
+    def open_sockets(self) -> int:
+        return sum(len(members) for members in self._rooms.values())
 
     async def join(self, member: Member) -> None:
         """Register first (so nothing published meanwhile is missed), then send welcome, history and
@@ -96,6 +101,7 @@ class Hub:
             log.warning("could not record that a user left %s", member.room)
 
     async def post(self, member: Member, text: str, client_id: str | None) -> None:
+        self.messages_in += 1
         if not self._rates.bucket(member.user["id"]).take():
             member.strikes += 1
             if member.strikes >= self.limits.flood_strikes:
@@ -143,4 +149,5 @@ class Hub:
         frame = encode(event)
         for member in list(members):
             member.outbox.put(frame)
+        self.deliveries += len(members)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Annotated
 from urllib.parse import quote
 
@@ -12,20 +11,27 @@ from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
+from gateway.access import ROOM_NAME
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.history import StoreUnavailable
 from gateway.chat.hub import Member
-from gateway.chat.watch import watch_session
-from gateway.errors import InvalidRequest, InvalidToken, MissingCredentials, ProviderUnavailable
+from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, watch_session
+from gateway.errors import (
+    CredentialError,
+    Forbidden,
+    InvalidRequest,
+    InvalidToken,
+    MissingCredentials,
+    ProviderUnavailable,
+)
 from gateway.routes.auth import csrf_token
 from gateway.routes.pages import error_page, gateway_of, render
-from gateway.security import CHAT_PROTOCOL, CurrentUser, authenticate
+from gateway.security import CHAT_PROTOCOL, CurrentUser, authenticate, to_http_exception
 from gateway.tokens import Principal
 
 log = logging.getLogger("gateway.chat")
 router = APIRouter()
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_ROOM = "lobby"
 
 
@@ -54,7 +60,7 @@ async def chat_room(request: Request, room: str) -> Response:
 async def _chat_page(request: Request, room: str) -> Response:
     gateway = gateway_of(request)
     try:
-        principal = await authenticate(request, gateway)
+        principal = await authenticate(request, gateway, room)
     except (MissingCredentials, InvalidToken):
         return RedirectResponse(f"/login?next={quote(request.url.path, safe='')}", status_code=303)
     except ProviderUnavailable as exc:
@@ -63,6 +69,10 @@ async def _chat_page(request: Request, room: str) -> Response:
                           "once it answers.", headers={"Retry-After": str(exc.retry_after)})
     except InvalidRequest as exc:
         return error_page(request, 400, "Bad credentials", exc.detail)
+    except Forbidden as exc:
+        # "signed in as X, not allowed here: why", with a way out: log out, or sign in as someone else.
+        return render(request, "error.html", 403, title="Not allowed here", message=exc.detail,
+                      csrf=csrf_token(request))
     return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request))
 
 
@@ -71,9 +81,17 @@ async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser) 
     gateway = gateway_of(websocket)
     hub = gateway.hub
     user = principal.public()
+    stats = gateway.metrics.stats
+    try:
+        gateway.access.check(principal, room)  # the room's rule; refused before accept, so no history leaks
+    except Forbidden as exc:
+        stats.handshake("forbidden")
+        raise to_http_exception(exc) from None
     if hub.sockets_of(user["id"]) >= gateway.settings.max_sockets_per_user:
+        stats.handshake("rate_limited")
         raise HTTPException(429, f"at most {gateway.settings.max_sockets_per_user} sockets per user",
                             headers={"Retry-After": "5"})
+    stats.handshake("ok")
     offered = websocket.scope.get("subprotocols") or []
     # Never echo a token entry: select our protocol when offered, else none.
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
@@ -110,11 +128,18 @@ async def _run(websocket: WebSocket, member: Member, principal: Principal) -> No
 
 
 async def _watch(websocket: WebSocket, member: Member, principal: Principal) -> None:
-    authenticator = gateway_of(websocket).authenticator
+    gateway = gateway_of(websocket)
+    authenticator = gateway.authenticator
     credentials = websocket.state.credentials
+
+    async def recheck() -> Principal:
+        current = await authenticator.principal(credentials)
+        gateway.access.check(current, member.room)  # a lost group or a changed claim ends it: 4403
+        return current
+
     end = await watch_session(
         principal,
-        recheck=lambda: authenticator.principal(credentials),
+        recheck=recheck,
         next_check=lambda current: authenticator.recheck_at(current, credentials),
         on_trouble=lambda: member.outbox.put(error_frame("provider_unavailable",
                                                          "the sign-in provider is unreachable; still connected")),
@@ -144,17 +169,42 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             continue
         if isinstance(frame, Ping):
             member.outbox.put(encode({"type": "pong"}))
+        elif not await _allowed_now(websocket, member):
+            await asyncio.Event().wait()  # the writer sends the error and closes; it cancels us then
         elif isinstance(frame, Resume):
             await hub.resume(member, frame.after)
         elif isinstance(frame, SendMessage):
             await hub.post(member, frame.text, frame.client_id)
 
 
+async def _allowed_now(websocket: WebSocket, member: Member) -> bool:
+    """Messages and resumes are checked against the sender's access now, not at the handshake: the
+    watch wakes only when the cached answer lapses, and a frame may come first. Cached, so cheap."""
+    gateway = gateway_of(websocket)
+    try:
+        gateway.access.check(await gateway.authenticator.principal(websocket.state.credentials), member.room)
+    except ProviderUnavailable:
+        return True  # not the user's fault: let it through, the watch keeps asking
+    except Forbidden as exc:
+        member.outbox.put(error_frame("forbidden", exc.detail))
+        member.outbox.close(NOT_ALLOWED, exc.detail)
+        return False
+    except CredentialError as exc:  # expired or revoked
+        member.outbox.put(error_frame("token_expired", exc.detail))
+        member.outbox.close(TOKEN_EXPIRED, exc.detail)
+        return False
+    return True
+
+
 async def _write(websocket: WebSocket, member: Member) -> None:
     try:
         while (frame := await member.outbox.get()) is not None:
             await websocket.send_text(frame)
-        await websocket.close(member.outbox.close_code or 1000, member.outbox.close_reason[:120])
+        # A close reason is at most 123 bytes; it may quote a user's name (4403), so cut bytes, not chars.
+        reason = member.outbox.close_reason.encode()[:120].decode(errors="ignore")
+        code = member.outbox.close_code or 1000
+        gateway_of(websocket).metrics.stats.closes[code] += 1
+        await websocket.close(code, reason)
     except (WebSocketDisconnect, RuntimeError):
         # The peer is gone (or uvicorn already closed the socket): nothing left to tell it.
         return

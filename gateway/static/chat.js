@@ -154,7 +154,7 @@
 
   async function session() {
     try {
-      const answer = await fetch("/auth/session", { credentials: "same-origin", cache: "no-store" });
+      const answer = await fetch("/auth/session?room=" + encodeURIComponent(room), { credentials: "same-origin", cache: "no-store" });
       return await answer.json();
     } catch {
       return null;                              // the gateway itself is unreachable: keep retrying

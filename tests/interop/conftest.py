@@ -19,23 +19,25 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, Literal, NoReturn
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote_plus, urljoin, urlsplit
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from gateway.app import create_app
-from tests.conftest import SettingsFactory
+from gateway.cookies import Sealer
+from tests.conftest import SECRET, SettingsFactory
 from tests.live import free_port, live_server
 
 HERE = Path(__file__).parent
@@ -119,39 +121,30 @@ def gateway_port() -> int:
     return free_port()
 
 
-PROVIDER_LOG = pytest.StashKey[Path]()
+PROVIDER_LOGS = pytest.StashKey[list[tuple[str, Path]]]()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    # A failed test's report carries the provider's stderr (its server_error stacks among them).
+    # A failed test's report carries the providers' stderr (their server_error stacks among them).
     report = yield
     module = item.getparent(pytest.Module)
-    log = module.stash.get(PROVIDER_LOG, None) if module is not None else None
-    if report.failed and log is not None and log.exists():
-        report.sections.append(("oidc-provider log", log.read_text("utf-8", "replace")))
+    logs = module.stash.get(PROVIDER_LOGS, []) if module is not None else []
+    if report.failed:
+        for label, log in logs:
+            if log.exists():
+                report.sections.append((f"oidc-provider log ({label})", log.read_text("utf-8", "replace")))
     return report
 
 
-@pytest.fixture(scope="module")
-def issuer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           gateway_port: int) -> Iterator[str]:
-    """Starts provider.mjs on a free loopback port; yields its issuer. Its stderr is shown if it fails."""
-    node = _node()
-    _install_provider()
+@contextmanager
+def _run_provider(node: str, env: Mapping[str, str], log_path: Path) -> Iterator[str]:
+    """provider.mjs on a free loopback port, its stderr into `log_path`; yields its issuer."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PROVIDER_REDIRECT_URIS": f"http://127.0.0.1:{gateway_port}/auth/{PROVIDER_NAME}/callback,"
-                                  f"{DIRECT_REDIRECT_URI}",
-        "PROVIDER_POST_LOGOUT_REDIRECT_URIS": f"http://127.0.0.1:{gateway_port}/login",
-    }
-    log_path = tmp_path_factory.mktemp("oidc-provider") / "stderr.log"
-    request.node.stash[PROVIDER_LOG] = log_path
     with log_path.open("w") as log:
-        process = subprocess.Popen([node, "provider.mjs", str(port)], cwd=HERE, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=log)
+        process = subprocess.Popen([node, "provider.mjs", str(port)], cwd=HERE, env={**os.environ, **env},
+                                   text=True, stdout=subprocess.PIPE, stderr=log)
         assert process.stdout is not None
         lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), name="provider-stdout",
@@ -170,6 +163,53 @@ def issuer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             process.stdout.close()
 
 
+class ProviderPool:
+    """A test module's providers: one provider.mjs process per distinct set of PROVIDER_* variables (see
+    provider.mjs), started on first use and stopped with the module. All register the same gateway."""
+
+    def __init__(self, node: str, gateway_port: int, tmp_path_factory: pytest.TempPathFactory,
+                 logs: list[tuple[str, Path]], stack: ExitStack) -> None:
+        self._node = node
+        self._base_env = {
+            "PROVIDER_REDIRECT_URIS": f"http://127.0.0.1:{gateway_port}/auth/{PROVIDER_NAME}/callback,"
+                                      f"{DIRECT_REDIRECT_URI}",
+            "PROVIDER_POST_LOGOUT_REDIRECT_URIS": f"http://127.0.0.1:{gateway_port}/login",
+        }
+        self._tmp = tmp_path_factory
+        self._logs = logs
+        self._stack = stack
+        self._issuers: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def issuer(self, **env: str) -> str:
+        """The issuer of the provider run with these PROVIDER_* variables (none: the defaults)."""
+        key = tuple(sorted(env.items()))
+        if key not in self._issuers:
+            log_path = self._tmp.mktemp("oidc-provider") / "stderr.log"
+            self._logs.append((" ".join(f"{name}={value}" for name, value in key) or "defaults", log_path))
+            self._issuers[key] = self._stack.enter_context(
+                _run_provider(self._node, {**self._base_env, **env}, log_path))
+        return self._issuers[key]
+
+
+@pytest.fixture(scope="module")
+def provider_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                  gateway_port: int) -> Iterator[ProviderPool]:
+    """`provider_pool.issuer(PROVIDER_ACCESS_TOKEN_TTL="5")`: a provider run with other settings, for this
+    module. Skips (see `unavailable`) without Node.js or the npm install."""
+    node = _node()
+    _install_provider()
+    logs: list[tuple[str, Path]] = []
+    request.node.stash[PROVIDER_LOGS] = logs
+    with ExitStack() as stack:
+        yield ProviderPool(node, gateway_port, tmp_path_factory, logs, stack)
+
+
+@pytest.fixture(scope="module")
+def issuer(provider_pool: ProviderPool) -> str:
+    """The provider with its default settings; its stderr is shown when a test fails."""
+    return provider_pool.issuer()
+
+
 # -- the gateway, configured for this provider --------------------------------------------------------------
 
 GatewayFactory = Callable[..., AbstractContextManager[str]]
@@ -179,8 +219,10 @@ GatewayFactory = Callable[..., AbstractContextManager[str]]
 def start_gateway(issuer: str, gateway_port: int, make_settings: SettingsFactory) -> GatewayFactory:
     """`with start_gateway(provider={...}, **settings) as base:` a live gateway whose one provider is this one.
 
-    `provider` adds to the provider's settings (e.g. {"validation": "introspection", "audience": RESOURCE});
-    other keywords are gateway settings (e.g. validation_cache_ttl=0.5). Yields the gateway's base URL.
+    `provider` adds to the provider's settings (e.g. {"validation": "introspection", "audience": RESOURCE}),
+    or overrides them: {"issuer": provider_pool.issuer(...), "client_secret": ...} for another of the
+    module's providers (its redirect URIs name the same gateway port). Other keywords are gateway settings
+    (e.g. validation_cache_ttl=0.5). Yields the gateway's base URL.
     """
 
     @contextmanager
@@ -296,6 +338,44 @@ async def bearer_welcome(base: str, token: str) -> dict[str, Any]:
         return await welcome(ws)
 
 
+@asynccontextmanager
+async def cookie_socket(base: str, cookie: str, room: str = "lobby") -> AsyncIterator[ClientConnection]:
+    """Open the socket as the chat page does: the token cookie and the gateway's own Origin."""
+    async with connect(ws_url(base, room), additional_headers={"Cookie": f"gateway_token={cookie}"},
+                       origin=Origin(base), open_timeout=5) as ws:
+        yield ws
+
+
+async def pong(ws: ClientConnection) -> None:
+    """Ping over the chat protocol and wait for the pong (other frames are skipped): the socket still works."""
+    await ws.send(json.dumps({"type": "ping"}))
+    async with asyncio.timeout(5):
+        while json.loads(await ws.recv())["type"] != "pong":
+            pass
+
+
+async def frames_until_closed(ws: ClientConnection, within: float) -> list[dict[str, Any]]:
+    """Every frame until the server closes the socket (then see ws.close_code); fails after `within` s."""
+    frames: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                frames.append(json.loads(await ws.recv()))
+    except ConnectionClosed:
+        return frames
+    except TimeoutError:
+        pytest.fail(f"the socket was still open after {within}s; frames: {frames}")
+
+
+def session_access_token(cookie: str) -> str:
+    """The provider's access token sealed in a `gateway_token` cookie. The tests know the gateway's key
+    (tests.conftest.SECRET), so they can check, present or revoke the very token a sign-in produced."""
+    payload = Sealer([SECRET], "token cookie").open(cookie, max_age=24 * 3600)
+    assert payload is not None, "the cookie does not open with the test key"
+    token: str = payload["t"]
+    return token
+
+
 async def refused(url: str, **kwargs: Any) -> httpx.Response:
     """A handshake the gateway must refuse; its HTTP answer."""
     with pytest.raises(InvalidStatus) as info:
@@ -321,15 +401,19 @@ class ProviderClient:
     """Speaks to the provider as the `gateway` client: code flow with PKCE, client credentials, revocation,
     introspection, JWKS. Endpoints come from discovery."""
 
-    def __init__(self, issuer: str) -> None:
+    def __init__(self, issuer: str, client_secret: str = CLIENT_SECRET) -> None:
         self.issuer = issuer
+        self.client_secret = client_secret
         self.metadata: dict[str, Any] = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
 
     def _post(self, endpoint: str, data: dict[str, str], auth: ClientAuth) -> httpx.Response:
         url = self.metadata[endpoint]
         if auth == "client_secret_post":
-            return httpx.post(url, data={**data, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, timeout=10)
-        return httpx.post(url, data=data, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10)
+            return httpx.post(url, data={**data, "client_id": CLIENT_ID, "client_secret": self.client_secret},
+                              timeout=10)
+        # RFC 6749 §2.3.1: id and secret are form-urlencoded before they go into Basic (httpx does not).
+        basic = (quote_plus(CLIENT_ID, safe=""), quote_plus(self.client_secret, safe=""))
+        return httpx.post(url, data=data, auth=basic, timeout=10)
 
     def user_tokens(self, user: str, *, resource: str | None = None, scope: str = USER_SCOPE,
                     auth: ClientAuth = "client_secret_basic") -> dict[str, Any]:

@@ -4,6 +4,9 @@
 //   PROVIDER_REDIRECT_URIS            comma list: the client's redirect_uris (required)
 //   PROVIDER_POST_LOGOUT_REDIRECT_URIS  comma list; default: the origin of each redirect URI plus "/login"
 //   PROVIDER_CLIENT_SECRET            default "gateway-secret" (try one with "+", "%" or ":" to test encoding)
+//   PROVIDER_ACCESS_TOKEN_FORMAT      "jwt" (default) or "opaque": the access tokens for resource urn:gateway
+//   PROVIDER_ACCESS_TOKEN_TTL         seconds, default 600: the life of every access token (client
+//                                     credentials ones included); a few seconds to watch tokens expire
 //
 // Prints exactly one line "ready <issuer>" on stdout once it listens; everything else goes to stderr.
 // State lives in memory only (oidc-provider's default adapter): every run starts empty.
@@ -13,24 +16,37 @@ import process from 'node:process';
 
 import Provider, { errors } from 'oidc-provider';
 
+function fail(message) {
+  process.stderr.write(`provider.mjs: ${message}\n`);
+  process.exit(2);
+}
+
 // RFC 8707 resource indicators the provider knows, and the access tokens they get. Both have audience
 // urn:gateway. oidc-provider does not introspect JWT access tokens (active: false) and cannot revoke them
 // (200, but they stay valid until they expire), so an opaque twin is what an introspection validator with an
-// expected audience, or a revocation test, can use.
+// expected audience, or a revocation test, can use. A gateway asks for its AUDIENCE itself when it signs a
+// user in (resource=urn:gateway): PROVIDER_ACCESS_TOKEN_FORMAT=opaque makes those tokens opaque too, as a
+// provider set up for introspection would issue them.
 const AUDIENCE = 'urn:gateway';
+const JWT_FORMAT = { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+const OPAQUE_FORMAT = { accessTokenFormat: 'opaque' };
+const FORMATS = { jwt: JWT_FORMAT, opaque: OPAQUE_FORMAT };
+const gatewayFormat = process.env.PROVIDER_ACCESS_TOKEN_FORMAT || 'jwt';
+if (!Object.hasOwn(FORMATS, gatewayFormat)) {
+  fail(`PROVIDER_ACCESS_TOKEN_FORMAT must be "jwt" or "opaque", not ${JSON.stringify(gatewayFormat)}`);
+}
 const RESOURCE_SERVERS = {
-  'urn:gateway': { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } },
-  'urn:gateway:opaque': { accessTokenFormat: 'opaque' },
+  'urn:gateway': FORMATS[gatewayFormat],
+  'urn:gateway:opaque': OPAQUE_FORMAT,
 };
+const accessTokenTTL = Number(process.env.PROVIDER_ACCESS_TOKEN_TTL || 10 * 60);
+if (!Number.isInteger(accessTokenTTL) || accessTokenTTL <= 0) {
+  fail('PROVIDER_ACCESS_TOKEN_TTL must be a whole number of seconds above 0');
+}
 const RESOURCE_SCOPE = 'chat'; // the one scope a token for those resources may carry
 
 function commaList(value) {
   return (value ?? '').split(',').map((item) => item.trim()).filter(Boolean);
-}
-
-function fail(message) {
-  process.stderr.write(`provider.mjs: ${message}\n`);
-  process.exit(2);
 }
 
 const port = Number(process.argv[2] ?? process.env.PROVIDER_PORT);
@@ -139,15 +155,16 @@ const configuration = {
         if (!Object.hasOwn(RESOURCE_SERVERS, resourceIndicator)) {
           throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
         }
-        return { audience: AUDIENCE, scope: RESOURCE_SCOPE, accessTokenTTL: 10 * 60,
+        return { audience: AUDIENCE, scope: RESOURCE_SCOPE, accessTokenTTL,
           ...RESOURCE_SERVERS[resourceIndicator] };
       },
     },
   },
   ttl: {
-    AccessToken: 10 * 60,
+    // Fixed numbers win over a resource server's accessTokenTTL: both say the same here.
+    AccessToken: accessTokenTTL,
     AuthorizationCode: 60,
-    ClientCredentials: 10 * 60,
+    ClientCredentials: accessTokenTTL,
     IdToken: 10 * 60,
     RefreshToken: 24 * 60 * 60,
     Interaction: 10 * 60,

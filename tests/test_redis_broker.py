@@ -1,0 +1,214 @@
+"""Two hubs over one real Redis (the Redis broker): shared rooms, history, dedupe, presence, control."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from gateway.chat.history import StoreUnavailable, parse_id
+from gateway.chat.hub import Hub, HubLimits, Member
+from gateway.chat.redis_broker import RedisBroker
+
+Make = Callable[..., "asyncio.Future[Hub]"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def user(name: str) -> dict[str, str]:
+    return {"id": f"idp:{name}", "name": name.title()}
+
+
+def frames(member: Member) -> list[dict[str, Any]]:
+    taken = [json.loads(f) for f in member.outbox._frames]
+    member.outbox._frames.clear()
+    return taken
+
+
+async def wait_for(member: Member, kind: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Frames of `kind` arriving (through Redis) within `timeout`; other frames are dropped."""
+    got: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < count:
+        got += [f for f in frames(member) if f["type"] == kind]
+        if len(got) >= count:
+            break
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"only {len(got)} {kind!r} frames of {count}")
+        await asyncio.sleep(0.02)
+    return got
+
+
+@pytest.fixture
+async def hubs(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Hub] = []
+
+    async def make(**options: Any) -> Hub:
+        limits = HubLimits(message_rate=1000, message_burst=1000)
+        broker = RedisBroker(redis_url, redis_prefix, options.pop("history_limit", 10_000),
+                             options.pop("presence_ttl", 30.0))
+        hub = Hub(broker, limits)
+        await hub.start()
+        started.append(hub)
+        return hub
+
+    yield make
+    for hub in started:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_a_message_on_one_instance_reaches_the_other_in_order(hubs: Callable[..., Any]) -> None:
+    a, b = await hubs(), await hubs()
+    alice, bob = a.member("r", user("alice")), b.member("r", user("bob"))
+    await a.join(alice)
+    await b.join(bob)
+    for i in range(10):
+        await a.post(alice, f"m{i}", f"c{i}")
+    received = await wait_for(bob, "message", 10)
+    assert [m["text"] for m in received] == [f"m{i}" for i in range(10)]
+    ids = [parse_id(m["id"]) for m in received]
+    assert ids == sorted(ids)
+    acks = [f for f in frames(alice) if f["type"] == "ack"]
+    assert [a["id"] for a in acks] == [m["id"] for m in received]
+
+
+@pytest.mark.anyio
+async def test_a_late_joiner_on_b_gets_history_written_via_a(hubs: Callable[..., Any]) -> None:
+    a, b = await hubs(), await hubs()
+    alice = a.member("r", user("alice"))
+    await a.join(alice)
+    await a.post(alice, "written on A", None)
+    late = b.member("r", user("late"))
+    await b.join(late)
+    history = next(f for f in frames(late) if f["type"] == "history")
+    assert [m["text"] for m in history["messages"]] == ["written on A"]
+
+
+@pytest.mark.anyio
+async def test_a_resend_through_another_instance_is_stored_once(hubs: Callable[..., Any]) -> None:
+    a, b = await hubs(), await hubs()
+    on_a, on_b = a.member("r", user("alice")), b.member("r", user("alice"))
+    await a.join(on_a)
+    await b.join(on_b)
+    await a.post(on_a, "only once", "same-id")
+    first = next(f for f in await wait_for(on_a, "ack"))
+    await b.post(on_b, "only once", "same-id")  # A died before acking; the client resent through B
+    second = (await wait_for(on_b, "ack"))[0]
+    assert second["id"] == first["id"]
+    page = await a.broker.page("r", None, 50)
+    assert [m["text"] for m in page.messages] == ["only once"]
+
+
+@pytest.mark.anyio
+async def test_presence_spans_instances_and_two_tabs_count_once(hubs: Callable[..., Any]) -> None:
+    a, b = await hubs(), await hubs()
+    watcher = a.member("r", user("watcher"))
+    await a.join(watcher)
+    frames(watcher)
+    tab1, tab2 = b.member("r", user("ann")), a.member("r", user("ann"))
+    await b.join(tab1)
+    await a.join(tab2)
+    joins = await wait_for(watcher, "join")
+    assert [j["user"]["name"] for j in joins] == ["Ann"]
+    presence = next(f for f in frames(tab2) if f["type"] == "presence")
+    assert sorted(u["name"] for u in presence["users"]) == ["Ann", "Watcher"]
+    await b.leave(tab1)
+    await asyncio.sleep(0.3)
+    assert [f for f in frames(watcher) if f["type"] == "leave"] == []
+    await a.leave(tab2)
+    assert [f["user"]["name"] for f in await wait_for(watcher, "leave")] == ["Ann"]
+
+
+@pytest.mark.anyio
+async def test_a_crashed_instances_users_vanish_from_presence(hubs: Callable[..., Any]) -> None:
+    a, b = await hubs(presence_ttl=3.0), await hubs(presence_ttl=3.0)
+    watcher = a.member("r", user("watcher"))
+    await a.join(watcher)
+    ghost = b.member("r", user("ghost"))
+    await b.join(ghost)
+    await wait_for(watcher, "join")
+    for task in b.broker._tasks:  # B dies: no heartbeat, no goodbye
+        task.cancel()
+    b.broker._mine.clear()
+    leaves = await wait_for(watcher, "leave", timeout=8.0)
+    assert leaves[0]["user"]["name"] == "Ghost"
+    assert [u["name"] for u in await a.broker.present("r")] == ["Watcher"]
+
+
+@pytest.mark.anyio
+async def test_kick_closes_the_users_sockets_on_every_instance(hubs: Callable[..., Any]) -> None:
+    a, b = await hubs(), await hubs()
+    on_a, on_b, other = a.member("r", user("bye")), b.member("s", user("bye")), b.member("r", user("stay"))
+    for hub, member in ((a, on_a), (b, on_b), (b, other)):
+        await hub.join(member)
+    await a.disconnect_user("idp:bye", 4401, "signed out")
+    for _ in range(100):
+        if on_a.outbox.close_code and on_b.outbox.close_code:
+            break
+        await asyncio.sleep(0.02)
+    assert on_a.outbox.close_code == on_b.outbox.close_code == 4401
+    assert other.outbox.close_code is None
+
+
+@pytest.mark.anyio
+async def test_history_is_bounded_and_resume_reports_truncation(hubs: Callable[..., Any]) -> None:
+    a = await hubs(history_limit=100)
+    writer = a.member("r", user("w"))
+    await a.join(writer)
+    ids = []
+    for i in range(400):
+        stored = await a.broker.publish("r", writer.user, f"m{i}", None)
+        ids.append(stored.message["id"])
+    kept = await a.broker.page("r", ids[0], 0)
+    assert kept.truncated is True and 100 <= len(kept.messages) < 400  # MAXLEN ~ trims in whole nodes
+    recent = await a.broker.page("r", ids[-3], 0)
+    assert [m["text"] for m in recent.messages] == ["m398", "m399"] and recent.truncated is False
+
+
+@pytest.mark.anyio
+async def test_redis_lost_means_store_unavailable_then_recovery(redis_prefix: str) -> None:
+    from tests.redis_support import redis_server
+    from tests.redis_support import wait_for as wait_for_redis
+
+    with redis_server() as (url, process, argv):
+        hub = Hub(RedisBroker(url, redis_prefix), HubLimits(message_rate=1000, message_burst=1000))
+        await hub.start()
+        try:
+            member = hub.member("r", user("a"))
+            await hub.join(member)
+            frames(member)
+            process.terminate()
+            process.wait(10)
+            await hub.post(member, "lost?", "c1")
+            sent = frames(member)
+            assert [f["type"] for f in sent] == ["error"] and sent[0]["code"] == "store_unavailable"  # no ack
+            assert await hub.broker.healthy() is False
+            import subprocess
+
+            again = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_redis(url)
+                await hub.post(member, "after recovery", "c2")  # no restart of the gateway needed
+                assert [f["type"] for f in await wait_for(member, "ack")] == ["ack"]
+                assert await hub.broker.healthy() is True
+            finally:
+                again.terminate()
+                again.wait(10)
+        finally:
+            await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_start_fails_clearly_without_redis() -> None:
+    broker = RedisBroker("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable, match="GATEWAY_BROKER_URL"):
+        await broker.start(lambda event: None)
+    await broker.redis.aclose()
+    await broker._reader.aclose()

@@ -1,0 +1,309 @@
+"""Several gateway instances over one Redis, as real processes: the OpenID provider runs in its own
+process so that killing a gateway does not kill it. Clients on A and B share rooms, history, presence and
+logout; when A is SIGKILLed its clients move to B, resume and resend, and no acked message is lost or
+duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.live import free_port
+
+SECRET = "scale-out-secret-key-0123456789-abcdefghij"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited:\n{log.read_text('utf-8', 'replace')}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer:\n{log.read_text('utf-8', 'replace')}")
+
+
+class Cluster:
+    def __init__(self, workdir: Path, redis_url: str, prefix: str) -> None:
+        self.workdir = workdir
+        self.provider = f"http://127.0.0.1:{free_port()}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | {
+            "GATEWAY_SECRET_KEYS": SECRET,
+            "GATEWAY_PROVIDERS__DEMO__ISSUER": self.provider,
+            "GATEWAY_PROVIDERS__DEMO__CLIENT_ID": "gateway",
+            "GATEWAY_PROVIDERS__DEMO__CLIENT_SECRET": "x",
+            "GATEWAY_BROKER_URL": redis_url,
+            "GATEWAY_REDIS_PREFIX": prefix,
+            "GATEWAY_MESSAGE_RATE": "1000",
+            "GATEWAY_MESSAGE_BURST": "1000",
+            "GATEWAY_MAX_SOCKETS_PER_USER": "100",
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.urls: dict[str, str] = {}
+
+    def start_provider(self) -> None:
+        log = self.workdir / "provider.log"
+        with log.open("ab") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "oidc_provider_mock", "-p",
+                                        self.provider.rsplit(":", 1)[1]], cwd=self.workdir, env=self.env,
+                                       stdout=sink, stderr=subprocess.STDOUT)
+        self.processes["provider"] = process
+        _wait(f"{self.provider}/.well-known/openid-configuration", process, log)
+
+    def start_gateway(self, name: str) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], cwd=self.workdir,
+                env=self.env | {"GATEWAY_PUBLIC_URL": url}, stdout=sink, stderr=subprocess.STDOUT)
+        self.processes[name] = process
+        self.urls[name] = url
+        _wait(f"{url}/healthz", process, log)
+        return url
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    def token(self, user: str) -> str:
+        """An access token for `user` from the provider: code flow with PKCE, as a bot owner would."""
+        meta = httpx.get(f"{self.provider}/.well-known/openid-configuration", timeout=10).json()
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        redirect = "http://127.0.0.1/cb"
+        answer = httpx.post(meta["authorization_endpoint"], params={
+            "response_type": "code", "client_id": "gateway", "redirect_uri": redirect, "scope": "openid profile",
+            "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"}, data={"sub": user},
+            timeout=10)
+        code = httpx.URL(answer.headers["location"]).params["code"]
+        token = httpx.post(meta["token_endpoint"], data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect, "client_id": "gateway",
+            "client_secret": "x", "code_verifier": verifier}, timeout=10).json()
+        access: str = token["access_token"]
+        return access
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path, redis_url, redis_prefix)
+    try:
+        cluster.start_provider()
+        cluster.start_gateway("a")
+        cluster.start_gateway("b")
+        yield cluster
+    except BaseException:
+        for name in ("a", "b", "provider"):
+            log = tmp_path / f"{name}.log"
+            if log.exists():
+                sys.stderr.write(f"---- {name} ----\n{log.read_text('utf-8', 'replace')[-3000:]}\n")
+        raise
+    finally:
+        cluster.stop()
+
+
+def ws(url: str, room: str) -> str:
+    return url.replace("http://", "ws://") + f"/ws/{room}"
+
+
+async def frame_of(conn: ClientConnection, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await conn.recv())
+            if frame["type"] == kind:
+                return frame  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+async def test_two_instances_share_rooms_history_presence_and_logout(cluster: Cluster) -> None:
+    ann, ben, late = await asyncio.gather(*(asyncio.to_thread(cluster.token, u) for u in ("ann", "ben", "late")))
+    a, b = cluster.urls["a"], cluster.urls["b"]
+    async with connect(ws(a, "team"), additional_headers={"Authorization": f"Bearer {ann}"}) as on_a, \
+            connect(ws(b, "team"), additional_headers={"Authorization": f"Bearer {ben}"}) as on_b:
+        await frame_of(on_a, "welcome")
+        presence = await frame_of(on_b, "presence")
+        assert sorted(u["name"] for u in presence["users"]) == ["ann", "ben"]
+        for i in range(5):
+            await on_a.send(json.dumps({"type": "message", "text": f"hello {i}", "client_id": f"c{i}"}))
+        texts = [(await frame_of(on_b, "message"))["text"] for _ in range(5)]
+        assert texts == [f"hello {i}" for i in range(5)]  # in order, across instances
+        async with connect(ws(b, "team"), additional_headers={"Authorization": f"Bearer {late}"}) as joiner:
+            history = await frame_of(joiner, "history")
+            assert [m["text"] for m in history["messages"]] == texts  # written via A, read on B
+
+
+@pytest.mark.anyio
+async def test_failover_loses_and_duplicates_nothing_that_was_acked(cluster: Cluster) -> None:
+    clients, per_client = 50, 12
+    tokens = await asyncio.gather(*(asyncio.to_thread(cluster.token, f"user{i % 10}") for i in range(clients)))
+    a, b = cluster.urls["a"], cluster.urls["b"]
+    acked: dict[str, str] = {}  # client_id -> message id (the server's word)
+    held: list[dict[str, dict[str, Any]]] = [{} for _ in range(clients)]  # per client: id -> message (merged)
+    killed = asyncio.Event()
+
+    async def run(index: int) -> None:
+        home = a if index % 2 == 0 else b
+        headers = {"Authorization": f"Bearer {tokens[index]}"}
+        unacked: dict[str, str] = {}
+        sent = 0
+        last_id: str | None = None
+        while sent < per_client or unacked:
+            try:
+                async with connect(ws(home, "failover"), additional_headers=headers, open_timeout=5) as conn:
+                    await frame_of(conn, "welcome")
+                    # This client wants the room's whole history, not only the join's last 50.
+                    await conn.send(json.dumps({"type": "resume", "after": last_id or "0-0"}))
+                    for client_id, text in unacked.items():
+                        await conn.send(json.dumps({"type": "message", "text": text, "client_id": client_id}))
+                    while sent < per_client or unacked:
+                        if sent < per_client:
+                            client_id = f"{index}-{sent}"
+                            unacked[client_id] = f"client {index} message {sent}"
+                            await conn.send(json.dumps({"type": "message", "text": unacked[client_id],
+                                                        "client_id": client_id}))
+                            sent += 1
+                            if index == 0 and sent == per_client // 2:
+                                cluster.kill("a")  # mid-run, with messages in flight
+                                killed.set()
+                        deadline = asyncio.get_running_loop().time() + (0.05 if sent < per_client else 5)
+                        while True:
+                            remaining = deadline - asyncio.get_running_loop().time()
+                            if remaining <= 0:
+                                break
+                            try:
+                                frame = json.loads(await asyncio.wait_for(conn.recv(), remaining))
+                            except TimeoutError:
+                                break
+                            messages = frame["messages"] if frame["type"] == "history" else (
+                                [frame] if frame["type"] == "message" else [])
+                            for message in messages:
+                                held[index][message["id"]] = message  # history and live overlap: merge by id
+                                last_id = max((last_id or "0-0", message["id"]),
+                                              key=lambda i: tuple(map(int, i.split("-"))))
+                            if frame["type"] == "ack":
+                                acked[frame["client_id"]] = frame["id"]
+                                unacked.pop(frame["client_id"], None)
+                        if sent >= per_client and not unacked:
+                            break
+            except (ConnectionClosed, OSError, InvalidStatus, TimeoutError):
+                pass
+            if home == a and killed.is_set():
+                home = b  # the load balancer sends A's clients to B
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(asyncio.gather(*(run(i) for i in range(clients))), 90)
+    assert len(acked) == clients * per_client
+
+    # Everything acked is stored exactly once, in id order, and every client can hold all of it.
+    final_token = await asyncio.to_thread(cluster.token, "auditor")
+    async with connect(ws(b, "failover"), additional_headers={"Authorization": f"Bearer {final_token}"}) as audit:
+        await frame_of(audit, "history")  # the join's last-50
+        await audit.send(json.dumps({"type": "resume", "after": "0-0"}))
+        stored = (await frame_of(audit, "history", timeout=10))["messages"]
+    client_ids = [m["client_id"] for m in stored]
+    assert len(client_ids) == len(set(client_ids)), "a message was stored twice"
+    assert set(client_ids) == set(acked), "an acked message was lost"
+    assert {m["client_id"]: m["id"] for m in stored} == acked
+    ids = [tuple(map(int, m["id"].split("-"))) for m in stored]
+    assert ids == sorted(ids)
+    # Each client, after one more resume from where it stopped, holds every acked message exactly once.
+    for index in range(0, clients, 7):
+        async with connect(ws(b, "failover"), additional_headers={"Authorization": f"Bearer {tokens[index]}"}) \
+                as again:
+            for message in (await frame_of(again, "history"))["messages"]:  # the join's last-50
+                held[index][message["id"]] = message
+            newest = max(held[index], key=lambda i: tuple(map(int, i.split("-"))))
+            await again.send(json.dumps({"type": "resume", "after": newest}))
+            for message in (await frame_of(again, "history", timeout=10))["messages"]:
+                held[index][message["id"]] = message
+        assert sorted(held[index]) == sorted(acked.values()), f"client {index} misses messages"
+
+
+@pytest.mark.anyio
+async def test_redis_restart_loses_nothing_acked(tmp_path: Path, redis_prefix: str) -> None:
+    from tests.redis_support import redis_server, wait_for
+
+    with redis_server("--appendonly", "yes", "--appendfsync", "always") as (url, process, argv):
+        cluster = Cluster(tmp_path, url, redis_prefix)
+        restarted: subprocess.Popen[bytes] | None = None
+        try:
+            cluster.start_provider()
+            gateway = cluster.start_gateway("a")
+            token = await asyncio.to_thread(cluster.token, "writer")
+            acked: dict[str, str] = {}
+            refused = 0
+            headers = {"Authorization": f"Bearer {token}"}
+            sent = 0
+            while sent < 60:
+                try:
+                    async with connect(ws(gateway, "durable"), additional_headers=headers, open_timeout=5) as conn:
+                        await frame_of(conn, "welcome")
+                        while sent < 60:
+                            client_id = f"m{sent}"
+                            await conn.send(json.dumps({"type": "message", "text": client_id, "client_id": client_id}))
+                            frame = json.loads(await asyncio.wait_for(conn.recv(), 5))
+                            while frame["type"] not in ("ack", "error"):
+                                frame = json.loads(await asyncio.wait_for(conn.recv(), 5))
+                            if frame["type"] == "ack":
+                                acked[frame["client_id"]] = frame["id"]
+                                sent += 1
+                            else:
+                                assert frame["code"] == "store_unavailable"
+                                refused += 1
+                                await asyncio.sleep(0.2)  # resend the same client_id after a pause
+                            if sent == 30 and restarted is None:
+                                process.terminate()  # Redis goes away mid-run...
+                                process.wait(10)
+                                restarted = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                                             stderr=subprocess.DEVNULL)  # ...and comes back
+                except (ConnectionClosed, OSError, InvalidStatus, TimeoutError):
+                    await asyncio.sleep(0.2)
+            assert restarted is not None
+            await asyncio.to_thread(wait_for, url)
+            async with connect(ws(gateway, "durable"), additional_headers=headers) as check:
+                await frame_of(check, "history")
+                await check.send(json.dumps({"type": "resume", "after": "0-0"}))
+                stored = (await frame_of(check, "history"))["messages"]
+            assert {m["client_id"]: m["id"] for m in stored} == acked  # all 60, each once
+            assert cluster.processes["a"].poll() is None  # the gateway never crashed
+        finally:
+            cluster.stop()
+            if restarted is not None:
+                restarted.terminate()
+                restarted.wait(10)
