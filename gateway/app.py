@@ -20,6 +20,7 @@ from gateway.authenticator import Authenticator
 from gateway.chat.broker import Broker, MemoryBroker
 from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits
+from gateway.chat.redis_broker import RedisBroker
 from gateway.config import Settings
 from gateway.cookies import IdTokenCookie, RefreshCookie, RevokeCookie, Sealer, TokenCookie
 from gateway.headers import SecurityHeadersMiddleware
@@ -28,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.providers import Providers
 from gateway.security import origin_of
 from gateway.sessions import LoginStateMiddleware
+from gateway.shared import RedisShared
 
 log = logging.getLogger("gateway")
 PACKAGE = Path(__file__).parent
@@ -62,8 +64,6 @@ class Gateway:
 def make_broker(settings: Settings) -> Broker:
     """memory:// keeps presence here and history in SQLite; redis://… shares both between instances."""
     if settings.uses_redis:
-        from gateway.chat.redis_broker import RedisBroker
-
         return RedisBroker(settings.broker_url, settings.redis_prefix, settings.history_limit,
                            settings.presence_ttl)
     return MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit))
@@ -95,6 +95,13 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         idt_cookie=IdTokenCookie(Sealer(secrets, "id token cookie"), settings.is_https, settings.session_max_age),
     )
     metrics.attach(gateway)
+    broker = gateway.hub.broker
+    if isinstance(broker, RedisBroker):
+        shared = RedisShared(broker.redis, settings.redis_prefix, broker.announce)
+        gateway.authenticator.cache.shared = shared
+        gateway.authenticator.denied.shared = shared
+        gateway.hub.handlers["_deny"] = lambda event: gateway.authenticator.denied.remember(
+            str(event["key"]), float(event["until"]))
     return gateway
 
 
@@ -110,6 +117,9 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.hub.start()
+        shared = gateway.authenticator.denied.shared
+        if isinstance(shared, RedisShared):
+            await shared.load_denied(gateway.authenticator.denied)
         await gateway.providers.warm_up()
         try:
             yield

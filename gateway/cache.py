@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.errors import CredentialError, Forbidden, InvalidToken
 from gateway.tokens import Principal
@@ -29,6 +30,17 @@ class Entry:
     until: float
 
 
+class SharedStore(Protocol):
+    """What several instances share (Redis): validation answers and the deny-list. Failures inside are
+    swallowed by the store: without it, each instance simply asks the provider itself."""
+
+    async def fetch(self, key: str) -> Entry | None: ...
+
+    async def keep(self, key: str, entry: Entry) -> None: ...
+
+    async def deny(self, token_key: str, until: float) -> None: ...
+
+
 class ValidationCache:
     def __init__(
         self,
@@ -36,6 +48,7 @@ class ValidationCache:
         invalid_ttl: float = 10.0,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
+        shared: SharedStore | None = None,
     ) -> None:
         self.valid_ttl = valid_ttl
         self.invalid_ttl = invalid_ttl
@@ -43,6 +56,7 @@ class ValidationCache:
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
+        self.shared = shared
         self.hits = 0
         self.misses = 0
 
@@ -80,13 +94,16 @@ class ValidationCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def _keep_valid(self, key: str, principal: Principal) -> None:
+    def _keep_valid(self, key: str, principal: Principal) -> Entry | None:
         now = self._clock()
         until = now + self.valid_ttl
         if principal.expires_at is not None:
             until = min(until, principal.expires_at)
-        if until > now:
-            self._store(key, Entry(principal, None, until))
+        if until <= now:
+            return None
+        entry = Entry(principal, None, until)
+        self._store(key, entry)
+        return entry
 
     async def get_or_validate(self, key: str, validate: Callable[[], Awaitable[Principal]]) -> Principal:
         entry = self.lookup(key)
@@ -110,12 +127,25 @@ class ValidationCache:
 
     async def _validate(self, key: str, validate: Callable[[], Awaitable[Principal]]) -> Principal:
         try:
-            principal = await validate()
-        except (InvalidToken, Forbidden) as exc:  # "no" is remembered briefly; provider trouble never
-            self._store(key, Entry(None, exc, self._clock() + self.invalid_ttl))
-            raise
-        else:
-            self._keep_valid(key, principal)
+            if self.shared is not None:
+                known = await self.shared.fetch(key)  # another instance asked the provider already
+                if known is not None and known.until > self._clock():
+                    self._store(key, known)
+                    if known.principal is not None:
+                        return known.principal
+                    error = known.error or InvalidToken("the provider does not accept this token")
+                    raise type(error)(error.detail)
+            try:
+                principal = await validate()
+            except (InvalidToken, Forbidden) as exc:  # "no" is remembered briefly; provider trouble never
+                entry = Entry(None, exc, self._clock() + self.invalid_ttl)
+                self._store(key, entry)
+                if self.shared is not None:
+                    await self.shared.keep(key, entry)
+                raise
+            kept = self._keep_valid(key, principal)
+            if kept is not None and self.shared is not None:
+                await self.shared.keep(key, kept)
             return principal
         finally:
             self._inflight.pop(key, None)
@@ -128,18 +158,24 @@ class DenyList:
 
     PRUNE_ABOVE = 1024
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, shared: SharedStore | None = None) -> None:
         self._clock = clock
         self._until: dict[str, float] = {}
+        self.shared = shared
 
     def __len__(self) -> int:
         return len(self._until)
 
     async def add(self, token: str, until: float) -> None:
+        key = _token_key(token)
+        self.remember(key, until)
+        if self.shared is not None:
+            await self.shared.deny(key, until)  # every instance hears of it, and later ones load it
+
+    def remember(self, key: str, until: float) -> None:
         now = self._clock()
         if len(self._until) >= self.PRUNE_ABOVE:
-            self._until = {key: end for key, end in self._until.items() if end > now}
-        key = _token_key(token)
+            self._until = {k: end for k, end in self._until.items() if end > now}
         if until > now:
             self._until[key] = max(until, self._until.get(key, 0.0))
 

@@ -265,7 +265,8 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                raise ValueError(f"each entry must be an IP address or network like 10.0.0.0/8, got {entry!r}") from None
+                raise ValueError(
+                    f"each entry must be an IP address or network like 10.0.0.0/8, got {entry!r}") from None
         return value
 
     @field_validator("allowed_origins")

@@ -53,6 +53,19 @@ class Principal:
     def public(self) -> dict[str, str]:
         return {"id": self.user_id, "name": self.name}
 
+    def to_dict(self) -> dict[str, Any]:
+        """For a shared cache: everything but the token (which a Principal never holds anyway)."""
+        return {"subject": self.subject, "name": self.name, "provider": self.provider, "email": self.email,
+                "groups": list(self.groups), "scopes": list(self.scopes), "expires_at": self.expires_at,
+                "is_bot": self.is_bot, "claims": self.claims}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Principal:
+        return cls(subject=str(data["subject"]), name=str(data["name"]), provider=str(data["provider"]),
+                   email=data.get("email"), groups=tuple(data.get("groups") or ()),
+                   scopes=tuple(data.get("scopes") or ()), expires_at=data.get("expires_at"),
+                   is_bot=bool(data.get("is_bot")), claims=dict(data.get("claims") or {}))
+
 
 def display_name(claims: dict[str, Any]) -> str:
     for key in ("name", "preferred_username", "nickname", "email", "sub"):

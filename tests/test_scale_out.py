@@ -307,3 +307,48 @@ async def test_redis_restart_loses_nothing_acked(tmp_path: Path, redis_prefix: s
             if restarted is not None:
                 restarted.terminate()
                 restarted.wait(10)
+
+
+def browser_sign_in(base: str, user: str) -> httpx.Client:
+    """The real flow at instance `base` with httpx as the browser; the client keeps the cookies."""
+    browser = httpx.Client(base_url=base, follow_redirects=False, timeout=10)
+    start = browser.get("/login/demo", params={"next": "/chat"})
+    authorize = start.headers["location"]
+    answer = httpx.post(authorize, data={"sub": user}, follow_redirects=False, timeout=10)
+    callback = httpx.URL(answer.headers["location"])
+    done = browser.get(callback.raw_path.decode())
+    assert done.status_code == 303, done.text
+    return browser
+
+
+@pytest.mark.anyio
+async def test_logout_on_a_closes_the_users_socket_on_b_within_a_second(cluster: Cluster) -> None:
+    a, b = cluster.urls["a"], cluster.urls["b"]
+    browser = await asyncio.to_thread(browser_sign_in, a, "leaver")
+    other = await asyncio.to_thread(cluster.token, "stayer")
+    try:
+        cookie = f"gateway_token={browser.cookies['gateway_token']}"
+        async with connect(ws(b, "lobby"), additional_headers={"Cookie": cookie}, origin=b) as on_b, \
+                connect(ws(b, "lobby"), additional_headers={"Authorization": f"Bearer {other}"}) as bystander:
+            await frame_of(on_b, "welcome")
+            await frame_of(bystander, "welcome")
+            page = await asyncio.to_thread(browser.get, "/chat")
+            csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+            started = time.monotonic()
+            answer = await asyncio.to_thread(browser.post, "/logout", data={"csrf": csrf})
+            assert answer.status_code in (200, 303)
+            error = await frame_of(on_b, "error", timeout=2)
+            assert error["code"] == "token_expired"
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(on_b.recv(), 2)
+            assert on_b.close_code == 4401
+            assert time.monotonic() - started < 1.5
+            await bystander.send(json.dumps({"type": "ping"}))
+            assert (await frame_of(bystander, "pong"))["type"] == "pong"  # others stay
+        # The signed-out cookie is refused on B too (the deny-list is shared).
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws(b, "lobby"), additional_headers={"Cookie": cookie}, origin=b):
+                pass
+        assert refused.value.response.status_code == 401
+    finally:
+        browser.close()

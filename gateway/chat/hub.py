@@ -55,6 +55,8 @@ class Hub:
         self._rates = KeyedBuckets(self.limits.message_rate, self.limits.message_burst)
         self.messages_in = 0
         self.deliveries = 0
+        # Control events for other parts of the gateway (the deny-list hears of logouts elsewhere).
+        self.handlers: dict[str, Callable[[Event], None]] = {}
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -137,6 +139,10 @@ class Hub:
 
     def deliver(self, event: Event) -> None:
         """The broker's callback: fan an event out to this instance's sockets."""
+        handler = self.handlers.get(event.get("type", ""))
+        if handler is not None:
+            handler(event)
+            return
         if event.get("type") == "_kick":
             for member in list(self._users.get(event["user_id"], ())):
                 member.outbox.put(error_frame("token_expired" if event["code"] == 4401 else "forbidden",

@@ -117,8 +117,12 @@ class RedisBroker:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"cannot reach Redis at GATEWAY_BROKER_URL: {exc}") from None
         self.connected = True
+        try:
+            pubsub = await self._subscribe()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"cannot subscribe at GATEWAY_BROKER_URL: {exc}") from None
         self._tasks = [asyncio.create_task(self._read_streams(), name="redis-streams"),
-                       asyncio.create_task(self._read_events(), name="redis-events"),
+                       asyncio.create_task(self._read_events(pubsub), name="redis-events"),
                        asyncio.create_task(self._heartbeat(), name="redis-presence")]
 
     async def stop(self) -> None:
@@ -228,12 +232,19 @@ class RedisBroker:
                     except (ValueError, KeyError, TypeError):
                         log.warning("skipped a malformed entry in %s", key)
 
-    async def _read_events(self) -> None:
+    async def _subscribe(self) -> Any:
+        pubsub = self._reader.pubsub()
+        await pubsub.subscribe(self._events)
+        return pubsub
+
+    async def _read_events(self, pubsub: Any) -> None:
+        """Listen on the events channel; subscribed before start() returns, so nothing announced after
+        that is missed (and after a lost connection, resubscribe with backoff)."""
         failures = 0
         while True:
-            pubsub = self._reader.pubsub()
             try:
-                await pubsub.subscribe(self._events)
+                if pubsub is None:
+                    pubsub = await self._subscribe()
                 failures = 0
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
@@ -251,10 +262,16 @@ class RedisBroker:
                 log.warning("Redis event subscription lost (%s); resubscribing", type(exc).__name__)
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
             finally:
-                try:
-                    await pubsub.aclose()
-                except (RedisError, OSError):
-                    pass
+                if pubsub is not None:
+                    try:
+                        await pubsub.aclose()
+                    except (RedisError, OSError):
+                        pass
+                    pubsub = None
+
+    async def announce(self, event: Event) -> None:
+        """Tell every instance (their hubs' `deliver`)."""
+        await self._announce(event)
 
     async def _announce(self, event: Event) -> None:
         try:
