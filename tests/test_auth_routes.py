@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import FakeIdP, SignIn
@@ -148,3 +149,16 @@ def test_logout_needs_csrf_and_clears_cookie(client: TestClient, sign_in: SignIn
 
 def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_token_the_configured_validation_refuses_fails_sign_in_clearly(client: TestClient, idp: FakeIdP,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # The provider signs the user in but its userinfo refuses the token it just issued (a misconfigured
+    # VALIDATION/AUDIENCE looks like this): a 400 saying so, no cookie, no /chat ↔ /login loop.
+    idp.mock.routes["userinfo"].mock(return_value=httpx.Response(401))
+    start = client.get("/login/idp")
+    response = client.get(idp.authorize(start.headers["location"]))
+    assert response.status_code == 400
+    assert "configuration problem" in response.text
+    assert "gateway_token" not in response.headers.get("set-cookie", "")
+    assert "GATEWAY_PROVIDERS__IDP__VALIDATION" in caplog.text

@@ -22,10 +22,10 @@ from gateway.app import Gateway
 from gateway.authenticator import Credentials
 from gateway.chat.watch import TOKEN_EXPIRED
 from gateway.cookies import IdTokenSession, RefreshSession, TokenSession, TokenTooLarge
-from gateway.errors import CredentialError, Forbidden, ProviderUnavailable
+from gateway.errors import CredentialError, Forbidden, InvalidRequest, InvalidToken, ProviderUnavailable
 from gateway.headers import content_security_policy
 from gateway.logout import end_session, revoke_tokens
-from gateway.providers import Provider
+from gateway.providers import Provider, variable_prefix
 from gateway.redirects import safe_next
 from gateway.routes.pages import error_page, gateway_of, render
 from gateway.security import identify
@@ -92,6 +92,9 @@ async def callback(request: Request, name: str) -> Response:
         target = request.session.pop("next", None) or "/chat"
         response = RedirectResponse(target, status_code=303)
         _keep_tokens(gateway, request, response, name, token, auth_time=time.time())
+        refusal = await _check_new_token(request, name, token)
+        if refusal is not None:
+            return refusal
     except TokenTooLarge as exc:
         log.warning("sign-in at %s failed: %s", name, exc)
         request.session.pop("next", None)
@@ -106,6 +109,28 @@ async def callback(request: Request, name: str) -> Response:
                                         "started in another window).")
     log.info("signed in at %s", name)
     return response
+
+
+async def _check_new_token(request: Request, name: str, token: dict[str, Any]) -> Response | None:
+    """Validate the fresh access token the way every later request will (and warm the cache). A token
+    the configured validation refuses would otherwise loop the browser between /chat and /login."""
+    gateway = gateway_of(request)
+    expires_at = token.get("expires_at")
+    credentials = Credentials(str(token["access_token"]), "cookie", name,
+                              float(expires_at) if expires_at else None, time.time() + gateway.settings.session_max_age)
+    try:
+        await gateway.authenticator.principal(credentials)
+    except (InvalidToken, InvalidRequest) as exc:
+        log.error("sign-in at %s: the provider's own access token fails this gateway's validation (%s): check "
+                  "%s__VALIDATION and __AUDIENCE", name, exc.detail, variable_prefix(name))
+        return error_page(request, 400, "Sign-in failed",
+                          "The provider signed you in, but its token is not accepted here. This is a configuration "
+                          "problem: please tell the administrator.")
+    except (Forbidden, ProviderUnavailable):
+        # Not allowed: still signed in, so the pages can say as whom (and logout can switch accounts).
+        # Provider trouble: cannot judge now; the next request asks again.
+        pass
+    return None
 
 
 def _keep_tokens(gateway: Gateway, request: Request, response: Response, provider: str, token: dict[str, Any],
