@@ -239,7 +239,7 @@ async def test_presence_counts_a_user_with_two_tabs_once(hub: Hub) -> None:
     await hub.join(tab1)
     await hub.join(tab2)
     assert [f["user"]["name"] for f in of_type(watcher, "join")] == ["Ann"]
-    presence = [f for f in frames(tab2) if f["type"] == "presence"][0]
+    presence = next(f for f in frames(tab2) if f["type"] == "presence")
     assert sorted(u["name"] for u in presence["users"]) == ["Ann", "Watcher"]
     await hub.leave(tab1)
     assert of_type(watcher, "leave") == []
