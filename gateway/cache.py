@@ -88,6 +88,9 @@ class ValidationCache:
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def _store(self, key: str, entry: Entry) -> None:
         self._entries[key] = entry
         self._entries.move_to_end(key)

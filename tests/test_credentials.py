@@ -191,6 +191,7 @@ def test_provider_trouble_is_503_with_retry_after(me_client: TestClient, idp: Fa
                                                   failure: httpx.Response | Exception, retry_after: str) -> None:
     token = idp.issue_token("bob")
     sign_in(me_client, sub="bob")
+    me_client.app.state.gateway.authenticator.cache.clear()  # the sign-in warmed it: ask the provider again
     if isinstance(failure, Exception):
         idp.mock.routes["userinfo"].mock(side_effect=failure)
     else:
@@ -221,6 +222,7 @@ def test_cookie_with_a_revoked_token_is_401_invalid_token(me_client: TestClient,
                                                           idp: FakeIdP) -> None:
     sign_in(me_client, sub="bob")
     idp.tokens.clear()  # the provider forgot (revoked) every token
+    me_client.app.state.gateway.authenticator.cache.clear()  # once the cached answer lapses:
     response = me_client.get("/me")
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
