@@ -130,18 +130,28 @@ async def _check(settings: Settings) -> list[str]:
     import httpx
 
     from gateway.errors import ProviderUnavailable
-    from gateway.providers import Providers
+    from gateway.providers import Providers, variable_prefix
+    from gateway.validators import JwtValidator
 
     problems = []
     async with httpx.AsyncClient(timeout=settings.provider_timeout) as client:
         for provider in Providers(settings, client):
+            strategy = provider.validator.strategy
             try:
                 await provider.metadata()
-                print(f"provider {provider.name}: ok ({provider.settings.issuer}); register the redirect URI "
-                      f"{settings.redirect_uri(provider.name)}")
             except ProviderUnavailable as exc:
-                variable = f"GATEWAY_PROVIDERS__{provider.name.upper().replace('-', '_')}__ISSUER"
-                problems.append(f"{variable}: {exc.detail}")
+                problems.append(f"{variable_prefix(provider.name)}__ISSUER: {exc.detail}")
+                continue
+            try:
+                if isinstance(provider.validator, JwtValidator):
+                    await provider.validator.jwks.keyset(None)
+                elif strategy in ("userinfo", "introspection"):
+                    await provider.endpoint(f"{strategy}_endpoint")
+            except ProviderUnavailable as exc:
+                problems.append(f"{variable_prefix(provider.name)}__VALIDATION: {strategy}: {exc.detail}")
+                continue
+            print(f"provider {provider.name}: ok ({provider.issuer}, validation {strategy}); register the "
+                  f"redirect URI {settings.redirect_uri(provider.name)}")
     return problems
 
 

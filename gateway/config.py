@@ -17,6 +17,7 @@ from gateway.presets import PRESETS
 from gateway.presets import Preset as PresetInfo
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 MIN_SECRET_BYTES = 32
 # The placeholder shipped in .env.example: refused outside the demo.
 EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"  # noqa: S105 - the placeholder we refuse
@@ -35,6 +36,14 @@ def _comma_list(value: Any) -> Any:
 
 
 CommaList = Annotated[list[str], NoDecode]
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 class ProviderSettings(BaseModel):
@@ -145,6 +154,7 @@ class Settings(BaseSettings):
     default_provider: str | None = None
     allowed_origins: CommaList = Field(default_factory=list)
     allowed_redirect_domains: CommaList = Field(default_factory=list)
+    cookie_domain: str | None = None
     broker_url: str = "memory://"
     metrics_token: SecretStr | None = None
     trusted_proxies: CommaList = Field(default_factory=list)
@@ -178,6 +188,7 @@ class Settings(BaseSettings):
     message_rate: float = Field(default=5.0, gt=0)
     message_burst: int = Field(default=10, gt=0)
     max_sockets_per_user: int = Field(default=10, gt=0)
+    idle_timeout: float = Field(default=0.0, ge=0)
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
 
@@ -268,6 +279,25 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"each entry must be an IP address or network like 10.0.0.0/8, got {entry!r}") from None
         return value
+
+    @field_validator("cookie_domain")
+    @classmethod
+    def _cookie_domain(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        domain = value.strip().lower().removeprefix(".")  # browsers ignore a leading dot
+        if not HOSTNAME.match(domain) or _is_ip_address(domain) or "." not in domain:
+            raise ValueError(f"must be a domain name like example.com (no scheme, port, path or IP address), "
+                             f"got {value!r}")
+        public = info.data.get("public_url")  # absent when the public URL itself is invalid
+        host = urlsplit(public).hostname if public else None
+        if host is not None and _is_ip_address(host):
+            raise ValueError(f"GATEWAY_PUBLIC_URL's host {host} is an IP address: a cookie shared with other hosts "
+                             "needs the gateway on a host name inside the domain")
+        if host is not None and host != domain and not host.endswith("." + domain):
+            raise ValueError(f"GATEWAY_PUBLIC_URL's host {host!r} is not inside {domain!r}, so browsers would refuse "
+                             f"the cookie: use {host!r} or one of its parent domains")
+        return domain
 
     @field_validator("allowed_origins")
     @classmethod

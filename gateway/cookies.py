@@ -96,12 +96,19 @@ class TokenSession:
 
 
 class TokenCookie:
-    def __init__(self, sealer: Sealer, https: bool, max_age: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, sealer: Sealer, https: bool, max_age: int, clock: Callable[[], float] = time.time,
+                 domain: str | None = None) -> None:
         self.sealer = sealer
         self.secure = https
         # __Host-: only sent to this exact host, Secure, Path=/ — browsers enforce it on https. Chunk
         # cookies are named after it ("__Host-gateway_token.1"), so they carry the prefix too.
-        self.name = "__Host-gateway_token" if https else "gateway_token"
+        # With GATEWAY_COOKIE_DOMAIN the cookie goes to sibling hosts too (forward-auth), which __Host-
+        # forbids: __Secure- then still pins it to https.
+        self.domain = domain
+        if https:
+            self.name = "__Secure-gateway_token" if domain else "__Host-gateway_token"
+        else:
+            self.name = "gateway_token"
         self.max_age = max_age
         self._clock = clock
 
@@ -167,8 +174,8 @@ class TokenCookie:
         value, max_age = self.seal(session)
         parts = self.chunks(value)
         for index, part in enumerate(parts):
-            response.set_cookie(self.chunk_name(index), part, max_age=max_age, path="/", secure=self.secure,
-                                httponly=True, samesite="lax")
+            response.set_cookie(self.chunk_name(index), part, max_age=max_age, path="/", domain=self.domain,
+                                secure=self.secure, httponly=True, samesite="lax")
         if conn is not None:
             for index in range(len(parts), MAX_CHUNKS):
                 if self.chunk_name(index) in conn.cookies:
@@ -179,7 +186,8 @@ class TokenCookie:
             self._delete(response, self.chunk_name(index))
 
     def _delete(self, response: Response, name: str) -> None:
-        response.delete_cookie(name, path="/", secure=self.secure, httponly=True, samesite="lax")
+        response.delete_cookie(name, path="/", domain=self.domain, secure=self.secure, httponly=True,
+                               samesite="lax")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any, port: int) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="info"))
+def live_server(app: Any, port: int, **config: Any) -> Iterator[str]:
+    """`config`: more of gateway.server.uvicorn_config's arguments (trusted_proxies=[...], say)."""
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="info", **config))
     thread = threading.Thread(target=server.run, name="live-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -235,3 +235,12 @@ async def test_refused_handshakes_log_no_errors(address: str, caplog: pytest.Log
             await refused(f"ws://{address}/ws/lobby")
         await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("after", ["x", "1-", "-1", "1-2-3", "99999999999999999999999-0"])
+async def test_a_malformed_resume_point_is_400_before_accept(address: str, idp: FakeIdP, after: str) -> None:
+    token = idp.issue_token("resumer")
+    response = await refused(f"ws://{address}/ws/lobby?after={after}",
+                             additional_headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 400

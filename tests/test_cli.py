@@ -151,3 +151,63 @@ def test_demo_refuses_public_host_without_unsafe_public(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("--host 0.0.0.0:")
     assert "--unsafe-public" in lines[0]
+
+
+def add_lines(path: Path, *lines: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def test_check_config_with_github_needs_no_discovery(tmp_path: Path) -> None:
+    (tmp_path / "gateway.env").write_text(
+        f"GATEWAY_PUBLIC_URL={PUBLIC_URL}\n"
+        f"GATEWAY_SECRET_KEYS={KEY}\n"
+        "GATEWAY_PROVIDERS__GITHUB__PRESET=github\n"
+        "GATEWAY_PROVIDERS__GITHUB__CLIENT_ID=Iv1.0123456789abcdef\n"
+        f"GATEWAY_PROVIDERS__GITHUB__CLIENT_SECRET={CLIENT_SECRET}\n"
+        f"GATEWAY_HISTORY_PATH={tmp_path / 'history.sqlite3'}\n",
+        encoding="utf-8",
+    )
+
+    result = run_gateway(tmp_path, "check-config", "--env-file", "gateway.env")  # nothing is fetched
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "provider github: ok (https://github.com, validation github)" in result.stdout
+    assert f"register the redirect URI {PUBLIC_URL}/auth/github/callback" in result.stdout
+    assert "configuration ok" in result.stdout
+    assert CLIENT_SECRET not in result.stdout + result.stderr
+
+
+def test_check_config_with_jwt_validation_fetches_the_jwks(tmp_path: Path) -> None:
+    with demo_provider() as issuer:
+        env = write_env(tmp_path / "gateway.env", issuer)
+        add_lines(env, "GATEWAY_PROVIDERS__MY_IDP__VALIDATION=jwt")
+        result = run_gateway(tmp_path, "check-config", "--env-file", "gateway.env")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"provider my-idp: ok ({issuer}, validation jwt)" in result.stdout
+    assert f"{PUBLIC_URL}/auth/my-idp/callback" in result.stdout
+
+
+def test_check_config_names_a_strategy_the_provider_cannot_serve(tmp_path: Path) -> None:
+    with demo_provider() as issuer:  # its discovery lists no introspection_endpoint
+        env = write_env(tmp_path / "gateway.env", issuer)
+        add_lines(env, "GATEWAY_PROVIDERS__MY_IDP__VALIDATION=introspection")
+        result = run_gateway(tmp_path, "check-config", "--env-file", "gateway.env")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = problem_lines(result.stderr)
+    assert named(lines) == ["GATEWAY_PROVIDERS__MY_IDP__VALIDATION"]
+    assert "introspection_endpoint" in lines[0]
+    assert "configuration ok" not in result.stdout
+
+
+def test_check_config_with_a_cookie_domain_outside_the_public_url(tmp_path: Path) -> None:
+    env = write_env(tmp_path / "gateway.env", "https://idp.example.com")
+    add_lines(env, "GATEWAY_COOKIE_DOMAIN=example.com")  # the public URL is http://127.0.0.1:8000
+
+    result = run_gateway(tmp_path, "check-config", "--env-file", "gateway.env")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert named(problem_lines(result.stderr)) == ["GATEWAY_COOKIE_DOMAIN"]

@@ -307,3 +307,21 @@ def test_decode_frame_errors(text: str, code: str, close: int | None) -> None:
     with pytest.raises(FrameError) as info:
         decode_frame(text)
     assert info.value.code == code and info.value.close_code == close
+
+
+@pytest.mark.anyio
+async def test_joining_with_after_sends_everything_since_instead_of_the_last_page(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", history_on_join=3, message_rate=1000, message_burst=1000)
+    try:
+        writer = hub.member("r", user("w"))
+        await hub.join(writer)
+        for i in range(10):
+            await hub.post(writer, f"m{i}", None)
+        ids = [m["id"] for m in (await hub.broker.page("r", None, 50)).messages]
+        back = hub.member("r", user("back"))
+        await hub.join(back, after=ids[1])
+        history = of_type(back, "history")[0]
+        assert [m["text"] for m in history["messages"]] == [f"m{i}" for i in range(2, 10)]
+        assert history["truncated"] is False
+    finally:
+        await hub.stop()

@@ -76,13 +76,14 @@ class Hub:
     def open_sockets(self) -> int:
         return sum(len(members) for members in self._rooms.values())
 
-    async def join(self, member: Member) -> None:
+    async def join(self, member: Member, after: str | None = None) -> None:
         """Register first (so nothing published meanwhile is missed), then send welcome, history and
-        presence ahead of anything already queued; the client merges by id."""
+        presence ahead of anything already queued; the client merges by id. `after`: a reconnecting
+        client's last id: its history is then everything since (no gap to fill with a later resume)."""
         self._rooms.setdefault(member.room, set()).add(member)
         self._users.setdefault(member.user["id"], set()).add(member)
         present = await self.broker.enter(member.room, member.user, member.id)
-        page = await self.broker.page(member.room, None, self.limits.history_on_join)
+        page = await self.broker.page(member.room, after, 0 if after else self.limits.history_on_join)
         member.outbox.prepend([
             encode({"type": "welcome", "user": member.user, "room": member.room,
                     "server_time": int(self._clock() * 1000)}),

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.access import ROOM_NAME
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
-from gateway.chat.history import StoreUnavailable
+from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
 from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, watch_session
 from gateway.errors import (
@@ -76,8 +76,22 @@ async def _chat_page(request: Request, room: str) -> Response:
     return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request))
 
 
+def resume_point(after: str | None = None) -> str | None:
+    """Dependency: `?after=<id>` on the handshake, checked before accept."""
+    if after is None:
+        return None
+    try:
+        parse_id(after)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return after
+
+
+After = Annotated[str | None, Depends(resume_point)]
+
+
 @router.websocket("/ws/{room}")
-async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser) -> None:
+async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser, after: After) -> None:
     gateway = gateway_of(websocket)
     hub = gateway.hub
     user = principal.public()
@@ -97,7 +111,7 @@ async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser) 
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
     member = hub.member(room, user)
     try:
-        await hub.join(member)
+        await hub.join(member, after)
         await _run(websocket, member, principal)
     except StoreUnavailable:
         await _close_quietly(websocket, 1011, "chat store unavailable; reconnect later")
@@ -106,6 +120,7 @@ async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser) 
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    gateway_of(websocket).metrics.stats.closes[code] += 1
     try:
         await websocket.close(code, reason)
     except (WebSocketDisconnect, RuntimeError):
@@ -114,13 +129,17 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
 
 async def _run(websocket: WebSocket, member: Member, principal: Principal) -> None:
     """A reader, a writer and a session watch per socket; when one ends, the others are cancelled."""
-    tasks = {
-        asyncio.create_task(_read(websocket, member)),
-        asyncio.create_task(_write(websocket, member)),
-        asyncio.create_task(_watch(websocket, member, principal)),
-    }
+    writer = asyncio.create_task(_write(websocket, member))
+    tasks = {writer, asyncio.create_task(_read(websocket, member)),
+             asyncio.create_task(_watch(websocket, member, principal))}
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+        if failed and writer not in done:
+            # A bug, not the client: say so in the log and to the client (1011), never drop it silently.
+            log.error("chat socket in %s failed; closing it with 1011", member.room, exc_info=failed[0])
+            member.outbox.close(1011, "server error; reconnect")
+            await asyncio.wait({writer}, timeout=2)
     finally:
         for task in tasks:
             task.cancel()
@@ -150,9 +169,16 @@ async def _watch(websocket: WebSocket, member: Member, principal: Principal) -> 
 
 
 async def _read(websocket: WebSocket, member: Member) -> None:
-    hub = gateway_of(websocket).hub
+    gateway = gateway_of(websocket)
+    hub = gateway.hub
+    idle = gateway.settings.idle_timeout or None
     while True:
-        message = await websocket.receive()
+        try:
+            message = await asyncio.wait_for(websocket.receive(), idle)
+        except TimeoutError:
+            # 1000: a normal close the page does not retry on its own (it reconnects on the next keypress).
+            member.outbox.close(1000, f"idle: no frame for {gateway.settings.idle_timeout:g} s")
+            return
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")

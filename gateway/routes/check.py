@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.access import fold
+from gateway.access import fold, verified_email
 from gateway.errors import CredentialError
 from gateway.routes.pages import gateway_of
 from gateway.security import authenticate, challenge_headers
@@ -17,7 +17,7 @@ router = APIRouter()
 
 
 def _listed(value: str | None) -> set[str]:
-    return {fold(item.strip()) for item in (value or "").split(",") if item.strip()}
+    return {item.strip() for item in (value or "").split(",") if item.strip()}
 
 
 @router.get("/auth/check")
@@ -29,11 +29,13 @@ async def check(request: Request) -> Response:
         principal = await authenticate(request, gateway)
     except CredentialError as error:
         return Response(status_code=error.status, headers=challenge_headers(error))
+    # Like GATEWAY_ALLOWED_GROUPS and _EMAILS: groups exactly as the provider sends them, emails ignoring
+    # ASCII case, and an email the provider marks unverified matches nothing.
     groups = _listed(request.query_params.get("allowed_groups"))
-    emails = _listed(request.query_params.get("allowed_emails"))
-    if groups and not groups & {fold(g) for g in gateway.access.groups_of(principal)}:
+    emails = {fold(email) for email in _listed(request.query_params.get("allowed_emails"))}
+    if groups and not groups & gateway.access.groups_of(principal):
         return Response(status_code=403)
-    if emails and fold(principal.email or "") not in emails:
+    if emails and fold(verified_email(principal) or "") not in emails:
         return Response(status_code=403)
     headers = {
         "X-Auth-Request-User": principal.name,

@@ -114,9 +114,8 @@
         refreshed = false;
         setState("live");
         say("");
-        // Anything missed while away, then whatever we sent that was never acked (same client_id:
-        // the server stores it once).
-        if (lastId) send({ type: "resume", after: lastId });
+        // The history that follows starts after lastId (?after= on connect): nothing missed while away.
+        // Then whatever we sent that was never acked (same client_id: the server stores it once).
         for (const [clientId, entry] of pending) send({ type: "message", text: entry.text, client_id: clientId });
         break;
       case "history":
@@ -197,6 +196,17 @@
       const why = await session();
       return say((why && why.reason_text) || "You are no longer allowed in this room.");
     }
+    if (code === 1000) {
+      // Closed on purpose (idle): come back when the person does something.
+      setState("stopped");
+      say("Disconnected after a quiet spell. Press a key or click to reconnect.");
+      const again = () => {
+        ["keydown", "pointerdown", "focus"].forEach((e) => window.removeEventListener(e, again));
+        if (!socket && !stopped) { say(""); setState("connecting"); connect(); }
+      };
+      ["keydown", "pointerdown", "focus"].forEach((e) => window.addEventListener(e, again));
+      return;
+    }
     if (code === 4429) { say("Too many messages: waiting a moment before reconnecting."); attempt = Math.max(attempt, 5); }
     if (code === 1003 || code === 1007 || code === 1009) say(`The server refused a message from this page (${code}).`);
     if (!opened) {
@@ -212,7 +222,9 @@
   function connect() {
     opened = false;
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(`${scheme}//${window.location.host}/ws/${encodeURIComponent(room)}`, ["gateway.chat.v1"]);
+    const resume = lastId ? `?after=${encodeURIComponent(lastId)}` : "";
+    socket = new WebSocket(`${scheme}//${window.location.host}/ws/${encodeURIComponent(room)}${resume}`,
+                           ["gateway.chat.v1"]);
     socket.addEventListener("open", () => { opened = true; });
     socket.addEventListener("message", onFrame);
     socket.addEventListener("close", onClose);

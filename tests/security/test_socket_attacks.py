@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.conftest import FakeIdP
 from tests.security.conftest import ALLOWED_ORIGIN, Live, StartGateway, browser_sign_in, handshake, provider_calls
@@ -64,15 +65,18 @@ ORIGIN_TRICKS = [
 ]
 
 
-@pytest.mark.parametrize("trick", ORIGIN_TRICKS)
-async def test_origin_tricks_with_cookie_are_403(live: Live, idp: FakeIdP, trick: str) -> None:
+async def test_origin_tricks_with_cookie_are_403(live: Live, idp: FakeIdP) -> None:
     cookie = await browser_sign_in(live, idp, "victim")
-    origin = trick.format(address=live.address, port=live.port)
-    response = await handshake(live.ws(), additional_headers={"Cookie": cookie, "Origin": origin})
-    assert response.status_code == 403, origin
-    assert _refused_by_origin_policy(response.content)
-    allowed = await handshake(live.ws(), additional_headers={"Cookie": cookie}, origin=ALLOWED_ORIGIN)  # type: ignore[arg-type]
-    assert allowed.status_code == 101  # exact matches of the configured origins still work
+    passed = {}
+    for trick in ORIGIN_TRICKS:
+        origin = trick.format(address=live.address, port=live.port)
+        response = await handshake(live.ws(), additional_headers={"Cookie": cookie, "Origin": origin})
+        if response.status_code != 403 or not _refused_by_origin_policy(response.content):
+            passed[origin] = response.status_code
+    assert passed == {}
+    for good in (live.origin, live.origin.upper(), ALLOWED_ORIGIN):  # exact matches still work
+        response = await handshake(live.ws(), additional_headers={"Cookie": cookie, "Origin": good})
+        assert response.status_code == 101, good
 
 
 async def test_missing_origin_with_cookie_is_403(live: Live, idp: FakeIdP) -> None:
@@ -131,8 +135,6 @@ async def test_one_user_opening_many_sockets_is_429(start_gateway: StartGateway,
     token = idp.issue_token("hog")
     headers = {"Authorization": f"Bearer {token}"}
     with start_gateway(max_sockets_per_user=3) as live:
-        from websockets.asyncio.client import connect
-
         async with connect(live.ws(), additional_headers=headers), connect(live.ws(), additional_headers=headers), \
                 connect(live.ws(), additional_headers=headers):
             fourth = await handshake(live.ws(), additional_headers=headers)
