@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tests.live import free_port
+from tests.processes import stop_all, wait_until_answers
 
 SECRET = "scale-out-secret-key-0123456789-abcdefghij"
 
@@ -32,20 +33,6 @@ SECRET = "scale-out-secret-key-0123456789-abcdefghij"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited:\n{log.read_text('utf-8', 'replace')}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer:\n{log.read_text('utf-8', 'replace')}")
 
 
 class Cluster:
@@ -73,7 +60,7 @@ class Cluster:
                                         self.provider.rsplit(":", 1)[1]], cwd=self.workdir, env=self.env,
                                        stdout=sink, stderr=subprocess.STDOUT)
         self.processes["provider"] = process
-        _wait(f"{self.provider}/.well-known/openid-configuration", process, log)
+        wait_until_answers(f"{self.provider}/.well-known/openid-configuration", process, log)
 
     def start_gateway(self, name: str) -> str:
         port = free_port()
@@ -85,7 +72,7 @@ class Cluster:
                 env=self.env | {"GATEWAY_PUBLIC_URL": url}, stdout=sink, stderr=subprocess.STDOUT)
         self.processes[name] = process
         self.urls[name] = url
-        _wait(f"{url}/healthz", process, log)
+        wait_until_answers(f"{url}/healthz", process, log)
         return url
 
     def kill(self, name: str) -> None:
@@ -94,13 +81,7 @@ class Cluster:
         process.wait(10)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_all(self.processes.values())
 
     def token(self, user: str) -> str:
         """An access token for `user` from the provider: code flow with PKCE, as a bot owner would."""

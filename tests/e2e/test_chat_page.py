@@ -7,33 +7,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, _free_port, _require_chromium
+from tests.processes import stop_all, wait_until_answers
 
 pytestmark = pytest.mark.browser
 
 SECRET = "e2e-secret-key-0123456789-abcdefghijklmnop"
 SHOTS = Path(__file__).resolve().parents[2] / "test-results"
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{process.args} exited early:\n{log.read_text('utf-8', 'replace')}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} did not answer:\n{log.read_text('utf-8', 'replace')}")
 
 
 class Stack:
@@ -65,12 +50,12 @@ class Stack:
     def start_provider(self) -> None:
         log = self.workdir / "provider.log"
         process = self._spawn([sys.executable, "-m", "oidc_provider_mock", "-p", str(self.provider_port)], log)
-        _wait(f"http://127.0.0.1:{self.provider_port}/.well-known/openid-configuration", process, log)
+        wait_until_answers(f"http://127.0.0.1:{self.provider_port}/.well-known/openid-configuration", process, log)
 
     def start_gateway(self) -> None:
         log = self.workdir / "gateway.log"
         self.gateway = self._spawn([sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)], log)
-        _wait(f"{self.base}/healthz", self.gateway, log)
+        wait_until_answers(f"{self.base}/healthz", self.gateway, log)
 
     def stop_gateway(self) -> None:
         assert self.gateway is not None
@@ -78,13 +63,7 @@ class Stack:
         self.gateway.wait(15)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_all(self.processes)
 
 
 @pytest.fixture(scope="module")
