@@ -51,6 +51,22 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_sent = True
             self.transport.close()
 
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if getattr(self, "scope", None) is not None and not self.close_sent:
+            # ASGI extension for the hub's fan-out: one prebuilt frame written straight to the transport.
+            self.scope["extensions"]["gateway.frame"] = {"write": self.write_frame}
+
+    def write_frame(self, wire: bytes) -> bool:
+        """Write one prebuilt, unmasked, uncompressed server frame now; False when anything could be ahead of
+        it or in the way (handshake not done, closing, compression, back-pressure): the caller queues it."""
+        if (not self.handshake_complete or self.close_sent or self.initial_response is not None
+                or self.conn.extensions or not self.writable.is_set() or self.transport.is_closing()
+                or self.transport.get_write_buffer_size() > 65536):
+            return False
+        self.transport.write(wire)
+        return True
+
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):

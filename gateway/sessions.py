@@ -25,7 +25,7 @@ class LoginStateMiddleware:
         self.name = "__Host-gateway_login" if https else "gateway_login"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":  # sign-in state is only read and written by HTTP routes
             await self.app(scope, receive, send)
             return
         raw = HTTPConnection(scope).cookies.get(self.name)

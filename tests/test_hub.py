@@ -325,3 +325,33 @@ async def test_joining_with_after_sends_everything_since_instead_of_the_last_pag
         assert history["truncated"] is False
     finally:
         await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_fan_out_writes_prebuilt_frames_directly_only_when_nothing_is_ahead(hub: Hub) -> None:
+    from gateway.chat.hub import server_frame
+
+    writer, fast, busy, refusing = (hub.member("r", user(n)) for n in ("w", "fast", "busy", "refusing"))
+    for member in (writer, fast, busy, refusing):
+        await hub.join(member)
+    for member in (writer, fast, busy, refusing):
+        frames(member)  # welcome, history, presence and the others' joins: read
+    written: dict[str, list[bytes]] = {"fast": [], "busy": [], "refusing": []}
+    fast.outbox.direct = lambda wire: written["fast"].append(wire) is None
+    busy.outbox.direct = lambda wire: written["busy"].append(wire) is None
+    refusing.outbox.direct = lambda wire: False  # back-pressure: the transport says no
+    busy.outbox.put('{"type":"pong"}')  # something queued: a direct write would overtake it
+    await hub.post(writer, "hello", None)
+    assert len(written["fast"]) == 1 and written["busy"] == []
+    message = next(f for f in frames(busy) if f["type"] == "message")
+    assert written["fast"][0] == server_frame(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+    assert [f["type"] for f in frames(refusing)] == ["message"]  # queued instead
+    assert len(fast.outbox) == 0
+
+
+def test_server_frame_lengths() -> None:
+    from gateway.chat.hub import server_frame
+
+    assert server_frame("a")[:2] == bytes((0x81, 1))
+    assert server_frame("a" * 200)[:4] == bytes((0x81, 126, 0, 200))
+    assert server_frame("a" * 70_000)[:2] == bytes((0x81, 127)) and len(server_frame("a" * 70_000)) == 70_010

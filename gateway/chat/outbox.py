@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 TOO_SLOW = 4408
 
@@ -15,6 +16,9 @@ class Outbox:
         self._ready = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason = ""
+        self.sending = False  # the writer holds a frame it has not written yet
+        # Once the socket is accepted: write(prebuilt frame bytes) -> bool, straight to the transport.
+        self.direct: Callable[[bytes], bool] | None = None
 
     def put(self, frame: str) -> None:
         if self.close_code is not None:
@@ -47,6 +51,10 @@ class Outbox:
             self._ready.clear()
             await self._ready.wait()
         return self._frames.popleft()
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing being written: a frame written directly now cannot overtake another."""
+        return not self._frames and not self.sending and self.close_code is None
 
     def __len__(self) -> int:
         return len(self._frames)

