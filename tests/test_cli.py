@@ -211,3 +211,16 @@ def test_check_config_with_a_cookie_domain_outside_the_public_url(tmp_path: Path
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert named(problem_lines(result.stderr)) == ["GATEWAY_COOKIE_DOMAIN"]
+
+
+def test_serve_with_redis_down_exits_2_naming_the_broker(tmp_path: Path, closed_port: int) -> None:
+    env_file = write_env(tmp_path / "gateway.env", "http://127.0.0.1:9/unused")
+    with env_file.open("a", encoding="utf-8") as extra:
+        extra.write(f"GATEWAY_BROKER_URL=redis://:s3cret-pass@127.0.0.1:{closed_port}/0\n")
+    result = run_gateway(tmp_path, "serve", "--env-file", "gateway.env", "--port", str(closed_port))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = problem_lines(result.stderr)
+    assert named(lines) == ["GATEWAY_BROKER_URL"]
+    assert "cannot reach Redis" in lines[0]
+    assert "s3cret-pass" not in result.stderr  # the password is masked
