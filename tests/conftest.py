@@ -109,6 +109,12 @@ def idp() -> Iterator[FakeIdP]:
         yield FakeIdP(mock)
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (`@pytest.mark.anyio`) run on asyncio, the loop the gateway serves on."""
+    return "asyncio"
+
+
 SettingsFactory = Callable[..., Settings]
 
 

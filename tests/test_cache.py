@@ -23,10 +23,6 @@ NOW = 1_700_000_000.0
 OTHER = "https://other.test"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Clock:
     def __init__(self, now: float = NOW) -> None:

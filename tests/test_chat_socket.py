@@ -21,11 +21,6 @@ from tests.live import free_port, live_server
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def server(idp: FakeIdP, make_settings: SettingsFactory) -> Iterator[tuple[str, Settings]]:
     port = free_port()
     settings = make_settings(public_url=f"http://127.0.0.1:{port}",

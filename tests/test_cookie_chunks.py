@@ -37,10 +37,6 @@ T0 = 1_700_000_000.0
 WEBSOCKETS_MAX_LINE = 8192  # websockets refuses a longer handshake header line with 431
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def big_jwt(idp: FakeIdP, sub: str = "alice", size: int = 6 * 1024) -> str:
     """A real signed access token of at least `size` bytes: a user in many groups, as Entra issues them."""

@@ -23,10 +23,6 @@ def demo() -> Iterator[str]:
         yield base
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def sign_in(base: str, user: str) -> str:
     """Follow the real flow like a browser: /chat → /login → provider form → callback → /chat.

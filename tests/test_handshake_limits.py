@@ -17,11 +17,6 @@ from tests.live import free_port, live_server
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def address(idp: FakeIdP, make_settings: SettingsFactory) -> Iterator[str]:
     port = free_port()
     settings = make_settings(public_url=f"http://127.0.0.1:{port}", failed_auth_burst=5, failed_auth_rate=0.2,

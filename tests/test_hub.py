@@ -24,10 +24,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def frames(member: Member) -> list[dict[str, Any]]:
     taken = [json.loads(f) for f in member.outbox._frames]

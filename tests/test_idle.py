@@ -16,11 +16,6 @@ from tests.conftest import FakeIdP, SettingsFactory
 from tests.live import free_port, live_server
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_a_quiet_socket_is_closed_idle_and_a_talking_one_is_not(idp: FakeIdP,
                                                                        make_settings: SettingsFactory) -> None:

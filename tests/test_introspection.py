@@ -26,10 +26,6 @@ NOW = 1_700_000_000.0
 TOKEN = "opaque-" + "Zx9Yw8Vu" * 4  # a valid token68 string, long enough to spot anywhere
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def provider() -> Iterator[respx.MockRouter]:

@@ -29,10 +29,6 @@ REFRESH = 3600.0
 MIN_REFETCH = 60.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Clock:
     def __init__(self, now: float = NOW) -> None:

@@ -348,10 +348,6 @@ def test_logout_works_with_the_provider_down(client: TestClient, sign_in: SignIn
 
 # --- the deny-list's lifetime ------------------------------------------------------------------------
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def _jwt_with_exp(exp: int) -> str:
     def part(value: dict[str, Any]) -> str:

@@ -138,10 +138,6 @@ async def test_a_malicious_incoming_request_id_is_replaced(logs: Logs, incoming:
     assert "Injected" not in buffer.getvalue()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def test_the_access_log_never_shows_the_callbacks_code_or_state(logs: Logs, client: TestClient,
                                                                 idp: FakeIdP) -> None:

@@ -26,10 +26,6 @@ STAFF_ROOM = "staff-k2v8"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def address(idp: FakeIdP, make_settings: SettingsFactory) -> Iterator[str]:

@@ -30,10 +30,6 @@ TENANT = "aaaabbbb-0000-cccc-1111-dddd2222eeee"
 AUTH0_DOMAIN = "dev-example.us.auth0.com"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:

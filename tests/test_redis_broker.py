@@ -16,10 +16,6 @@ from gateway.chat.redis_broker import RedisBroker
 Make = Callable[..., "asyncio.Future[Hub]"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def user(name: str) -> dict[str, str]:
     return {"id": f"idp:{name}", "name": name.title()}

@@ -30,10 +30,6 @@ from tests.processes import stop_all, wait_until_answers
 SECRET = "scale-out-secret-key-0123456789-abcdefghij"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Cluster:
     def __init__(self, workdir: Path, redis_url: str, prefix: str) -> None:

@@ -23,11 +23,6 @@ from tests.conftest import FakeIdP, SettingsFactory, SignIn
 from tests.live import free_port, live_server
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeTime:
     """A clock and a sleep that only advance the clock: the watch runs in no real time."""
 

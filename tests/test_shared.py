@@ -18,11 +18,6 @@ from gateway.shared import RedisShared
 from tests.conftest import FakeIdP, SettingsFactory
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Instance:
     def __init__(self, authenticator: Authenticator, hub: Hub, http: httpx.AsyncClient) -> None:
         self.authenticator, self.hub, self.http = authenticator, hub, http

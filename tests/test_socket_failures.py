@@ -16,11 +16,6 @@ from tests.conftest import FakeIdP, SettingsFactory
 from tests.live import free_port, live_server
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_an_unexpected_error_closes_1011_and_is_logged(idp: FakeIdP, make_settings: SettingsFactory,
                                                              caplog: pytest.LogCaptureFixture) -> None:

@@ -20,10 +20,6 @@ USERINFO = f"{ISSUER}/userinfo"
 TOKEN = "tok-" + "A1b2C3d4" * 4  # a valid token68 string, long enough to spot anywhere
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def provider() -> Iterator[respx.MockRouter]:

@@ -28,10 +28,6 @@ from tests.interop.conftest import (
 CACHE_TTL = 0.5
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.mark.anyio
 async def test_browser_signs_in_and_chats(gateway: str) -> None:

@@ -45,10 +45,6 @@ SHORT_TTL = 5  # seconds: PROVIDER_ACCESS_TOKEN_TTL where a JWT must expire whil
 ODD_SECRET = "gate+way%2Fsecret%:x y"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @dataclass(frozen=True)
 class Strategy:

@@ -21,10 +21,6 @@ from tests.live import free_port, live_server
 ALLOWED_ORIGIN = "http://app.allowed.test"  # GATEWAY_ALLOWED_ORIGINS in every live gateway here
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @dataclass(frozen=True)
 class Live:
