@@ -45,6 +45,7 @@ class Cluster:
             "GATEWAY_MESSAGE_RATE": "1000",
             "GATEWAY_MESSAGE_BURST": "1000",
             "GATEWAY_MAX_SOCKETS_PER_USER": "100",
+            "GATEWAY_RESUME_BURST": "1000",  # five clients per user reconnect again and again here
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.urls: dict[str, str] = {}
@@ -125,6 +126,16 @@ async def frame_of(conn: ClientConnection, kind: str, timeout: float = 5.0) -> d
             frame = json.loads(await conn.recv())
             if frame["type"] == kind:
                 return frame  # type: ignore[no-any-return]
+
+
+async def resumed(conn: ClientConnection, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every message of a resume's `history` frames (a page each, `more` on all but the last)."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        page = await frame_of(conn, "history", timeout)
+        messages += page["messages"]
+        if not page.get("more"):
+            return messages
 
 
 @pytest.mark.anyio
@@ -212,7 +223,7 @@ async def test_failover_loses_and_duplicates_nothing_that_was_acked(cluster: Clu
     async with connect(ws(b, "failover"), additional_headers={"Authorization": f"Bearer {final_token}"}) as audit:
         await frame_of(audit, "history")  # the join's last-50
         await audit.send(json.dumps({"type": "resume", "after": "0-0"}))
-        stored = (await frame_of(audit, "history", timeout=10))["messages"]
+        stored = await resumed(audit)
     client_ids = [m["client_id"] for m in stored]
     assert len(client_ids) == len(set(client_ids)), "a message was stored twice"
     assert set(client_ids) == set(acked), "an acked message was lost"
@@ -223,11 +234,13 @@ async def test_failover_loses_and_duplicates_nothing_that_was_acked(cluster: Clu
     for index in range(0, clients, 7):
         async with connect(ws(b, "failover"), additional_headers={"Authorization": f"Bearer {tokens[index]}"}) \
                 as again:
+            # From where it stopped: the newest it held when its run ended (not the join's last-50, which
+            # may start after messages that others sent once this client was done).
+            newest = max(held[index], key=lambda i: tuple(map(int, i.split("-"))))
             for message in (await frame_of(again, "history"))["messages"]:  # the join's last-50
                 held[index][message["id"]] = message
-            newest = max(held[index], key=lambda i: tuple(map(int, i.split("-"))))
             await again.send(json.dumps({"type": "resume", "after": newest}))
-            for message in (await frame_of(again, "history", timeout=10))["messages"]:
+            for message in await resumed(again):
                 held[index][message["id"]] = message
         assert sorted(held[index]) == sorted(acked.values()), f"client {index} misses messages"
 
@@ -276,7 +289,7 @@ async def test_redis_restart_loses_nothing_acked(tmp_path: Path, redis_prefix: s
             async with connect(ws(gateway, "durable"), additional_headers=headers) as check:
                 await frame_of(check, "history")
                 await check.send(json.dumps({"type": "resume", "after": "0-0"}))
-                stored = (await frame_of(check, "history"))["messages"]
+                stored = await resumed(check)
             assert {m["client_id"]: m["id"] for m in stored} == acked  # all 60, each once
             assert cluster.processes["a"].poll() is None  # the gateway never crashed
         finally:
