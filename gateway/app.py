@@ -88,8 +88,10 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         # itsdangerous signs with the *last* key and verifies with all: reversed, the first one signs.
         csrf=URLSafeTimedSerializer(list(reversed(secrets)), salt="gateway logout csrf"),
         hub=Hub(make_broker(settings), HubLimits(
-            history_on_join=settings.history_on_join, outbox_size=settings.send_queue_size,
-            message_rate=settings.message_rate, message_burst=settings.message_burst)),
+            history_on_join=settings.history_on_join, history_page=settings.history_page,
+            outbox_size=settings.send_queue_size, outbox_bytes=settings.send_queue_bytes,
+            message_rate=settings.message_rate, message_burst=settings.message_burst,
+            user_resume_rate=settings.resume_rate, user_resume_burst=settings.resume_burst)),
         allowed_origins=frozenset({public_origin, *settings.allowed_origins}),
         templates=templates,
         revoke_cookie=RevokeCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from gateway.chat.broker import MemoryBroker
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame
 from gateway.chat.history import SqliteHistory, parse_id
-from gateway.chat.hub import FLOODING, Hub, HubLimits, Member
+from gateway.chat.hub import FLOODING, HistoryBacklog, Hub, HubLimits, Member
 from gateway.chat.outbox import TOO_SLOW, Outbox
 
 
@@ -26,13 +27,24 @@ class Clock:
 
 
 def frames(member: Member) -> list[dict[str, Any]]:
-    taken = [json.loads(f) for f in member.outbox._frames]
-    member.outbox._frames.clear()
+    taken = [json.loads(f) for f in member.outbox.queued()]
+    member.outbox.discard_queued()
     return taken
 
 
 def of_type(member: Member, kind: str) -> list[dict[str, Any]]:
     return [f for f in frames(member) if f["type"] == kind]
+
+
+async def sent(member: Member, kind: str) -> list[dict[str, Any]]:
+    """The frames of `kind` the socket's writer would send now, its history backlog included."""
+    outbox, taken = member.outbox, []
+    while len(outbox) or (isinstance(outbox.backlog, HistoryBacklog) and not outbox.backlog.done):
+        frame = await outbox.get()
+        if frame is None:
+            break
+        taken.append(json.loads(frame))
+    return [f for f in taken if f["type"] == kind]
 
 
 def user(name: str) -> dict[str, str]:
@@ -41,6 +53,7 @@ def user(name: str) -> dict[str, str]:
 
 async def make_hub(path: Path, clock: Clock | None = None, **limits: Any) -> Hub:
     clock = clock or Clock()
+    limits.setdefault("presence_settle", 0)  # presence at once, unless a test is about coalescing
     hub = Hub(MemoryBroker(SqliteHistory(path, limits.pop("history_limit", 10_000), clock)),
               HubLimits(**limits), clock)
     await hub.start()
@@ -86,7 +99,7 @@ async def test_a_frame_is_encoded_once_for_all_members(hub: Hub) -> None:
         await hub.join(member)
         frames(member)
     await hub.post(members[0], "hi", None)
-    assert len({id(m.outbox._frames[-1]) for m in members}) == 1  # the very same str object
+    assert len({id(m.outbox.queued()[-1]) for m in members}) == 1  # the very same str object
 
 
 @pytest.mark.anyio
@@ -130,7 +143,7 @@ async def test_history_is_bounded_per_room_and_join_sends_the_last_ones(tmp_path
         history = of_type(late, "history")[0]
         assert [m["text"] for m in history["messages"]] == [f"m{i}" for i in range(30, 40)]
         assert history["truncated"] is True
-        kept = await hub.broker.page("r", "0-0", 0)
+        kept = await hub.broker.page("r", "0-0", 10_000)
         assert len(kept.messages) == 30 and kept.messages[0]["text"] == "m10"
     finally:
         await hub.stop()
@@ -149,14 +162,14 @@ async def test_resume_sends_everything_after_an_id_and_flags_a_lost_resume_point
         await hub.join(reader)
         frames(reader)
         await hub.resume(reader, ids[6])
-        resumed = of_type(reader, "history")[0]
+        resumed = (await sent(reader, "history"))[0]
         assert [m["text"] for m in resumed["messages"]] == ["m7", "m8", "m9"]
         assert resumed["truncated"] is False
         for i in range(10, 40):  # pushes m0..m19 out of the bounded room
             await hub.post(writer, f"m{i}", None)
         frames(reader)
         await hub.resume(reader, ids[6])
-        lost = of_type(reader, "history")[0]
+        lost = (await sent(reader, "history"))[0]
         assert lost["truncated"] is True
         assert lost["messages"][0]["text"] == "m20" and len(lost["messages"]) == 20
     finally:
@@ -171,7 +184,7 @@ async def test_resume_ids_compare_as_integer_pairs_not_strings(hub: Hub) -> None
     frames(writer)
     # "999-0" > "1700000000000-0" as strings, but it is far older as a pair.
     await hub.resume(writer, "999-0")
-    assert [m["text"] for m in of_type(writer, "history")[0]["messages"]] == ["late"]
+    assert [m["text"] for m in (await sent(writer, "history"))[0]["messages"]] == ["late"]
 
 
 @pytest.mark.anyio
@@ -316,7 +329,7 @@ async def test_joining_with_after_sends_everything_since_instead_of_the_last_pag
         ids = [m["id"] for m in (await hub.broker.page("r", None, 50)).messages]
         back = hub.member("r", user("back"))
         await hub.join(back, after=ids[1])
-        history = of_type(back, "history")[0]
+        history = (await sent(back, "history"))[0]
         assert [m["text"] for m in history["messages"]] == [f"m{i}" for i in range(2, 10)]
         assert history["truncated"] is False
     finally:
@@ -351,3 +364,100 @@ def test_server_frame_lengths() -> None:
     assert server_frame("a")[:2] == bytes((0x81, 1))
     assert server_frame("a" * 200)[:4] == bytes((0x81, 126, 0, 200))
     assert server_frame("a" * 70_000)[:2] == bytes((0x81, 127)) and len(server_frame("a" * 70_000)) == 70_010
+
+
+class ManualTimer:
+    """A timer the test fires by hand: presence batching without waiting in real time."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, Any]] = []
+
+    def __call__(self, delay: float, callback: Any) -> Any:
+        entry = [delay, callback, False]
+        self.due.append((delay, entry))
+
+        class Handle:
+            def cancel(self) -> None:
+                entry[2] = True
+
+        return Handle()
+
+    def fire(self) -> list[float]:
+        """Run every callback not cancelled; their delays."""
+        pending, self.due = self.due, []
+        delays = []
+        for delay, entry in pending:
+            if not entry[2]:
+                delays.append(delay)
+                entry[1]()
+        return delays
+
+
+@pytest.mark.anyio
+async def test_a_storm_of_joins_reaches_each_socket_as_one_presence_list(tmp_path: Path) -> None:
+    clock, timer = Clock(), ManualTimer()
+    hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),
+              HubLimits(presence_settle=0.2, presence_max_wait=5.0), clock, timer)
+    await hub.start()
+    try:
+        watcher = hub.member("r", user("watcher"))
+        await hub.join(watcher)
+        frames(watcher)
+        crowd = [hub.member("r", user(f"u{i}")) for i in range(50)]
+        for member in crowd:
+            await hub.join(member)
+        assert of_type(watcher, "join") == []  # nothing yet: the room is not quiet
+        assert timer.fire() == [0.2]  # one timer left standing for the room, not fifty
+        await asyncio.sleep(0)  # the list is asked of the broker
+        await asyncio.sleep(0)
+        got = frames(watcher)
+        assert [f["type"] for f in got] == ["presence"]
+        assert {u["name"] for u in got[0]["users"]} == {"Watcher", *(f"U{i}" for i in range(50))}
+        await hub.leave(crowd[0])  # a single change goes out as itself
+        timer.fire()
+        assert [(f["type"], f["user"]["name"]) for f in frames(watcher)] == [("leave", "U0")]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_presence_changes_wait_at_most_max_wait_even_in_a_long_storm(tmp_path: Path) -> None:
+    clock, timer = Clock(), ManualTimer()
+    hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),
+              HubLimits(presence_settle=0.2, presence_max_wait=1.0), clock, timer)
+    await hub.start()
+    try:
+        watcher = hub.member("r", user("watcher"))
+        await hub.join(watcher)
+        for i in range(9):
+            clock.now += 0.1
+            await hub.join(hub.member("r", user(f"u{i}")))
+        delays = [delay for delay, _ in timer.due]
+        assert delays[-1] == pytest.approx(0.1, abs=1e-3)  # 0.9 s after the first change: 0.1 s of max_wait left
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_joins_read_the_room_from_memory_after_the_first(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", history_on_join=3, message_rate=1000, message_burst=1000)
+    try:
+        writer = hub.member("r", user("w"))
+        await hub.join(writer)
+        for i in range(5):
+            await hub.post(writer, f"m{i}", None)
+        members = [hub.member("r", user(f"u{i}")) for i in range(20)]
+        await asyncio.gather(*(hub.join(member) for member in members))
+        assert hub.tails.store_reads == 1  # the first join of the room; the storm after it reads none
+        history = of_type(members[-1], "history")[0]
+        assert [m["text"] for m in history["messages"]] == ["m2", "m3", "m4"] and history["truncated"] is True
+        await hub.post(writer, "m5", None)  # delivered messages keep the tail current
+        late = hub.member("r", user("late"))
+        await hub.join(late)
+        assert [m["text"] for m in of_type(late, "history")[0]["messages"]] == ["m3", "m4", "m5"]
+        for member in [writer, *members, late]:
+            await hub.leave(member)
+        await hub.join(hub.member("r", user("again")))  # the room emptied: its tail was dropped
+        assert hub.tails.store_reads == 2
+    finally:
+        await hub.stop()

@@ -22,8 +22,8 @@ def user(name: str) -> dict[str, str]:
 
 
 def frames(member: Member) -> list[dict[str, Any]]:
-    taken = [json.loads(f) for f in member.outbox._frames]
-    member.outbox._frames.clear()
+    taken = [json.loads(f) for f in member.outbox.queued()]
+    member.outbox.discard_queued()
     return taken
 
 
@@ -46,7 +46,7 @@ async def hubs(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[...,
     started: list[Hub] = []
 
     async def make(**options: Any) -> Hub:
-        limits = HubLimits(message_rate=1000, message_burst=1000)
+        limits = HubLimits(message_rate=1000, message_burst=1000, presence_settle=0)  # presence at once
         broker = RedisBroker(redis_url, redis_prefix, options.pop("history_limit", 10_000),
                              options.pop("presence_ttl", 30.0))
         hub = Hub(broker, limits)
@@ -162,9 +162,9 @@ async def test_history_is_bounded_and_resume_reports_truncation(hubs: Callable[.
     for i in range(400):
         stored = await a.broker.publish("r", writer.user, f"m{i}", None)
         ids.append(stored.message["id"])
-    kept = await a.broker.page("r", ids[0], 0)
+    kept = await a.broker.page("r", ids[0], 10_000)
     assert kept.truncated is True and 100 <= len(kept.messages) < 400  # MAXLEN ~ trims in whole nodes
-    recent = await a.broker.page("r", ids[-3], 0)
+    recent = await a.broker.page("r", ids[-3], 10_000)
     assert [m["text"] for m in recent.messages] == ["m398", "m399"] and recent.truncated is False
 
 

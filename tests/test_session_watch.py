@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.app import create_app
-from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, watch_session
+from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, SessionEnd, SessionWatch
 from gateway.errors import Forbidden, InvalidToken, ProviderUnavailable
 from gateway.tokens import Principal
 from tests.conftest import FakeIdP, SettingsFactory, SignIn
@@ -24,7 +24,7 @@ from tests.live import free_port, live_server
 
 
 class FakeTime:
-    """A clock and a sleep that only advance the clock: the watch runs in no real time."""
+    """A clock and a timer that fires at once, only advancing the clock: the watch runs in no real time."""
 
     def __init__(self) -> None:
         self.now = 1_000.0
@@ -33,10 +33,22 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
-    async def sleep(self, seconds: float) -> None:
+    def timer(self, seconds: float, callback: Callable[[], None]) -> asyncio.Handle:
         self.sleeps.append(seconds)
         self.now += seconds
-        await asyncio.sleep(0)
+        return asyncio.get_running_loop().call_soon(callback)
+
+
+async def watch_session(principal: Principal, recheck: Callable[[], Awaitable[Principal]],
+                        next_check: Callable[[Principal], float], fake: FakeTime,
+                        on_trouble: Callable[[], None] = lambda: None) -> SessionEnd:
+    ended: asyncio.Future[SessionEnd] = asyncio.get_running_loop().create_future()
+    watch = SessionWatch(principal, recheck, next_check, ended.set_result, on_trouble, fake.clock, fake.timer)
+    watch.start()
+    try:
+        return await asyncio.wait_for(ended, 5)
+    finally:
+        watch.cancel()
 
 
 PRINCIPAL = Principal(subject="a", name="A", provider="idp", expires_at=1_100.0)
@@ -53,7 +65,7 @@ async def test_watch_rechecks_when_the_cached_answer_lapses_and_ends_on_invalid(
             raise answer
         return answer  # type: ignore[no-any-return]
 
-    end = await watch_session(PRINCIPAL, recheck, lambda p: fake.now + 60, clock=fake.clock, sleep=fake.sleep)
+    end = await watch_session(PRINCIPAL, recheck, lambda p: fake.now + 60, fake)
     assert end.close_code == TOKEN_EXPIRED == 4401 and end.error == "token_expired"
     assert fake.sleeps == [60, 60, 60]
 
@@ -65,7 +77,7 @@ async def test_watch_sleeps_until_the_session_ends() -> None:
     async def recheck() -> Principal:
         raise InvalidToken("the session has expired")
 
-    await watch_session(PRINCIPAL, recheck, lambda p: p.expires_at or 0, clock=fake.clock, sleep=fake.sleep)
+    await watch_session(PRINCIPAL, recheck, lambda p: p.expires_at or 0, fake)
     assert fake.sleeps == [100.0]
 
 
@@ -82,8 +94,7 @@ async def test_provider_trouble_keeps_the_socket_and_backs_off() -> None:
             raise answer
         return answer  # type: ignore[no-any-return]
 
-    end = await watch_session(PRINCIPAL, recheck, lambda p: fake.now + 60, on_trouble=lambda: troubles.append(1),
-                              clock=fake.clock, sleep=fake.sleep)
+    end = await watch_session(PRINCIPAL, recheck, lambda p: fake.now + 60, fake, on_trouble=lambda: troubles.append(1))
     assert end.close_code == NOT_ALLOWED
     assert fake.sleeps == [60, 1.0, 2.0, 5.0, 60]  # backoff while the provider is down, then normal again
     assert troubles == [1]  # told once, not at every retry

@@ -25,7 +25,14 @@ class Broker(Protocol):
         """Store, then deliver to every instance; a resend of (user, client_id) is stored once."""
         ...
 
-    async def page(self, room: str, after: str | None, limit: int) -> Page: ...
+    async def page(self, room: str, after: str | None, limit: int) -> Page:
+        """The newest `limit` messages (after=None), or the oldest `limit` after `after` (`more` when
+        further ones follow)."""
+        ...
+
+    async def present(self, room: str) -> list[dict[str, str]]:
+        """Who is in the room now, on every instance."""
+        ...
 
     async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
         """Count a connection in; announce `join` on a user's first. Returns who is present."""
@@ -65,6 +72,9 @@ class MemoryBroker:
 
     async def page(self, room: str, after: str | None, limit: int) -> Page:
         return await self.history.page(room, after, limit)
+
+    async def present(self, room: str) -> list[dict[str, str]]:
+        return [entry[0] for entry in self._present.get(room, {}).values()]
 
     async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
         users = self._present.setdefault(room, {})

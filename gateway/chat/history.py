@@ -65,6 +65,7 @@ class Stored:
 class Page:
     messages: list[dict[str, Any]]
     truncated: bool
+    more: bool = False  # (pages after an id) newer messages follow: ask again after the last one
 
 
 class SqliteHistory:
@@ -149,7 +150,7 @@ class SqliteHistory:
                    (room, boundary[0], boundary[1]))
 
     async def page(self, room: str, after: str | None, limit: int) -> Page:
-        """The last `limit` messages (after=None), or every kept message after `after`, oldest first."""
+        """The last `limit` messages (after=None), or the first `limit` kept after `after`, oldest first."""
         after_pair = parse_id(after) if after is not None else None
         return await self._run(lambda: self._page(room, after_pair, limit))
 
@@ -163,12 +164,12 @@ class SqliteHistory:
             truncated = len(rows) > limit or pruned is not None
             return Page([json.loads(r[0]) for r in reversed(rows[:limit])], truncated)
         rows = db.execute(
-            "SELECT body FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) ORDER BY ms, seq",
-            (room, after[0], after[0], after[1]),
+            "SELECT body FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) ORDER BY ms, seq LIMIT ?",
+            (room, after[0], after[0], after[1], limit + 1),
         ).fetchall()
         # The resume point is gone when messages after it were dropped to keep the room bounded.
         truncated = pruned is not None and tuple(pruned) > after
-        return Page([json.loads(r[0]) for r in rows], truncated)
+        return Page([json.loads(r[0]) for r in rows[:limit]], truncated, more=len(rows) > limit)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

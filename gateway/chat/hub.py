@@ -1,27 +1,50 @@
 """Rooms on this instance: who is connected where, and fan-out of broker events to their outboxes.
 
 Every event is encoded once and the same string queued to each socket; a queue that overflows closes
-its socket with 4408 (the client resumes), so one slow reader never holds the others back.
+its socket with 4408 (the client resumes), so one slow reader never holds the others back. Presence
+changes are coalesced per room (gateway.chat.presence); joins read the room's newest messages from
+memory (gateway.chat.tail); resumes are sent a page at a time, as the socket drains.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.chat.broker import Broker, Event
 from gateway.chat.frames import encode, error_frame
-from gateway.chat.history import StoreUnavailable, parse_id
-from gateway.chat.outbox import Outbox
-from gateway.limits import KeyedBuckets
+from gateway.chat.history import Page, StoreUnavailable, parse_id
+from gateway.chat.outbox import Backlog, Outbox
+from gateway.chat.presence import PresenceBatcher, Timer
+from gateway.chat.tail import RoomTails
+from gateway.limits import KeyedBuckets, TokenBucket
 
 log = logging.getLogger("gateway.chat")
 
 FLOODING = 4429
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    history_on_join: int = 50
+    history_page: int = 100  # messages per `history` frame of a resume
+    outbox_size: int = 256
+    outbox_bytes: int = 1 << 20
+    message_rate: float = 5.0
+    message_burst: float = 10.0
+    flood_strikes: int = 20
+    resume_rate: float = 0.2  # resumes per second per socket (and `resume_burst` at once)
+    resume_burst: float = 3.0
+    user_resume_rate: float = 0.5  # resumes and `?after=` joins per second per user, all sockets together
+    user_resume_burst: float = 10.0
+    presence_settle: float = 0.2  # seconds of quiet before a room's presence changes go out (0: at once)
+    presence_max_wait: float = 5.0  # ... but never later than this after the first one
 
 
 @dataclass(eq=False)
@@ -33,15 +56,7 @@ class Member:
     outbox: Outbox = field(default_factory=Outbox)
     id: str = field(default_factory=lambda: f"c{next(_ids)}")
     strikes: int = 0  # messages refused in a row for the rate limit
-
-
-@dataclass(frozen=True)
-class HubLimits:
-    history_on_join: int = 50
-    outbox_size: int = 256
-    message_rate: float = 5.0
-    message_burst: float = 10.0
-    flood_strikes: int = 20
+    resumes: TokenBucket | None = None
 
 
 def server_frame(text: str) -> bytes:
@@ -55,15 +70,63 @@ def server_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
+def rate_limited(message: str, retry_after: float) -> str:
+    return encode({"type": "error", "code": "rate_limited", "message": message,
+                   "retry_after": max(1, math.ceil(retry_after * 1000))})
+
+
+class HistoryBacklog:
+    """`history` frames of every kept message after `after`, a page at a time, then `then` (the join's
+    presence). Each page is read when the socket is ready for it, so a resume costs one page of memory
+    however long the room's history is."""
+
+    def __init__(self, broker: Broker, room: str, after: str, page_size: int, then: str | None = None) -> None:
+        self._broker = broker
+        self._room = room
+        self._page_size = page_size
+        self._then = then
+        self.restart(after)
+
+    def restart(self, after: str) -> None:
+        self._cursor: str | None = after
+        self._first = True
+
+    @property
+    def done(self) -> bool:
+        return self._cursor is None and self._then is None
+
+    async def __call__(self) -> str | None:
+        if self._cursor is None:
+            last, self._then = self._then, None
+            return last
+        try:
+            page = await self._broker.page(self._room, self._cursor, self._page_size)
+        except StoreUnavailable:
+            self._cursor = None
+            return error_frame("store_unavailable", "history is unavailable; resume again later")
+        frame: dict[str, Any] = {"type": "history", "messages": page.messages,
+                                 "truncated": page.truncated and self._first}
+        self._first = False
+        self._cursor = None
+        if page.more and page.messages:
+            frame["more"] = True  # another `history` frame follows
+            self._cursor = page.messages[-1]["id"]
+        return encode(frame)
+
+
 class Hub:
     def __init__(self, broker: Broker, limits: HubLimits | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, timer: Timer | None = None) -> None:
         self.broker = broker
         self.limits = limits or HubLimits()
         self._clock = clock
         self._rooms: dict[str, set[Member]] = {}
         self._users: dict[str, set[Member]] = {}
         self._rates = KeyedBuckets(self.limits.message_rate, self.limits.message_burst)
+        self._user_resumes = KeyedBuckets(self.limits.user_resume_rate, self.limits.user_resume_burst)
+        self.tails = RoomTails(self._newest, self.limits.history_on_join)
+        self.presence = PresenceBatcher(broker.present, self._fan_out, clock, self.limits.presence_settle,
+                                        self.limits.presence_max_wait, timer)
         self.messages_in = 0
         self.deliveries = 0
         # Control events for other parts of the gateway (the deny-list hears of logouts elsewhere).
@@ -73,10 +136,13 @@ class Hub:
         await self.broker.start(self.deliver)
 
     async def stop(self) -> None:
+        await self.presence.stop()
         await self.broker.stop()
 
     def member(self, room: str, user: dict[str, str]) -> Member:
-        return Member(room, user, Outbox(self.limits.outbox_size))
+        limits = self.limits
+        return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes),
+                      resumes=TokenBucket(limits.resume_rate, limits.resume_burst))
 
     def sockets_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
@@ -87,20 +153,27 @@ class Hub:
     def open_sockets(self) -> int:
         return sum(len(members) for members in self._rooms.values())
 
+    def resume_allowed(self, user_id: str) -> float:
+        """0 when this user may resume (or join with `?after=`) now, else the seconds to wait."""
+        bucket = self._user_resumes.bucket(user_id)
+        return 0.0 if bucket.take() else float(bucket.retry_after())
+
     async def join(self, member: Member, after: str | None = None) -> None:
         """Register first (so nothing published meanwhile is missed), then send welcome, history and
         presence ahead of anything already queued; the client merges by id. `after`: a reconnecting
-        client's last id: its history is then everything since (no gap to fill with a later resume)."""
+        client's last id: its history is then everything since (no gap to fill with a later resume),
+        sent a page at a time ahead of live frames."""
         self._rooms.setdefault(member.room, set()).add(member)
         self._users.setdefault(member.user["id"], set()).add(member)
         present = await self.broker.enter(member.room, member.user, member.id)
-        page = await self.broker.page(member.room, after, 0 if after else self.limits.history_on_join)
-        member.outbox.prepend([
-            encode({"type": "welcome", "user": member.user, "room": member.room,
-                    "server_time": int(self._clock() * 1000)}),
-            encode({"type": "history", "messages": page.messages, "truncated": page.truncated}),
-            encode({"type": "presence", "users": present}),
-        ])
+        welcome = encode({"type": "welcome", "user": member.user, "room": member.room,
+                          "server_time": int(self._clock() * 1000)})
+        presence = encode({"type": "presence", "users": present})
+        if after is None:
+            member.outbox.prepend([welcome, await self.tails.history_frame(member.room), presence])
+        else:
+            member.outbox.prepend([welcome])
+            member.outbox.send_backlog(self._backlog(member.room, after, then=presence))
 
     async def leave(self, member: Member) -> None:
         for index, key in ((self._rooms, member.room), (self._users, member.user["id"])):
@@ -109,6 +182,9 @@ class Hub:
                 members.discard(member)
                 if not members:
                     del index[key]
+        if member.room not in self._rooms:
+            self.tails.drop(member.room)
+            self.presence.forget(member.room)
         try:
             await self.broker.exit(member.room, member.user, member.id)
         except StoreUnavailable:
@@ -116,12 +192,14 @@ class Hub:
 
     async def post(self, member: Member, text: str, client_id: str | None) -> None:
         self.messages_in += 1
-        if not self._rates.bucket(member.user["id"]).take():
+        bucket = self._rates.bucket(member.user["id"])
+        if not bucket.take():
             member.strikes += 1
             if member.strikes >= self.limits.flood_strikes:
                 member.outbox.close(FLOODING, "sustained flooding: wait before reconnecting")
             else:
-                member.outbox.put(error_frame("rate_limited", "slow down: too many messages"))
+                member.outbox.put(rate_limited("slow down: too many messages; send it again later",
+                                               (1 - bucket.available()) / self.limits.message_rate))
             return
         member.strikes = 0
         try:
@@ -139,33 +217,60 @@ class Hub:
         except ValueError as exc:
             member.outbox.put(error_frame("bad_frame", str(exc)))
             return
-        try:
-            page = await self.broker.page(member.room, after, 0)
-        except StoreUnavailable:
-            member.outbox.put(error_frame("store_unavailable", "history is unavailable; resume again later"))
+        own = member.resumes
+        if own is not None and not own.take():
+            member.outbox.put(rate_limited("too many resumes on this socket", own.retry_after()))
             return
-        member.outbox.put(encode({"type": "history", "messages": page.messages, "truncated": page.truncated}))
+        wait = self.resume_allowed(member.user["id"])
+        if wait:
+            member.outbox.put(rate_limited("too many resumes for this user", wait))
+            return
+        # A resume replaces one still under way: the client's newest `after` is what it needs now.
+        current = member.outbox.backlog
+        if isinstance(current, HistoryBacklog):
+            current.restart(after)
+        else:
+            member.outbox.send_backlog(self._backlog(member.room, after))
+
+    def _backlog(self, room: str, after: str, then: str | None = None) -> Backlog:
+        return HistoryBacklog(self.broker, room, after, self.limits.history_page, then)
+
+    async def _newest(self, room: str, limit: int) -> Page:
+        return await self.broker.page(room, None, limit)
 
     async def disconnect_user(self, user_id: str, code: int, reason: str) -> None:
         await self.broker.kick(user_id, code, reason)
 
     def deliver(self, event: Event) -> None:
         """The broker's callback: fan an event out to this instance's sockets."""
-        handler = self.handlers.get(event.get("type", ""))
+        kind = event.get("type", "")
+        handler = self.handlers.get(kind)
         if handler is not None:
             handler(event)
             return
-        if event.get("type") == "_kick":
+        if kind == "_kick":
             for member in list(self._users.get(event["user_id"], ())):
                 member.outbox.put(error_frame("token_expired" if event["code"] == 4401 else "forbidden",
                                               event["reason"]))
                 member.outbox.close(event["code"], event["reason"])
             return
-        members = self._rooms.get(event.get("room", ""))
+        room = event.get("room", "")
+        if room not in self._rooms:
+            return
+        if kind in ("join", "leave"):
+            self.presence.change(event)
+            return
+        if kind == "message":
+            self.tails.add(event)
+        self._fan_out(room, event)
+
+    def _fan_out(self, room: str, event: Event) -> None:
+        members = self._rooms.get(room)
         if not members:
             return
         frame = encode(event)
         wire: bytes | None = None
+        size = 0
         for member in list(members):
             outbox = member.outbox
             # The common case, a reader keeping up: one write of the prebuilt frame, no task switch.
@@ -174,6 +279,7 @@ class Hub:
                     wire = server_frame(frame)
                 if outbox.direct(wire):
                     continue
-            outbox.put(frame)
+            if not size:
+                size = len(wire) if wire is not None else len(frame.encode())
+            outbox.put(frame, size)
         self.deliveries += len(members)
-

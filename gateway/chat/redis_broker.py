@@ -184,12 +184,12 @@ class RedisBroker:
                 messages = [self._message(room, i, f) for i, f in reversed(entries[:limit])]
                 return Page(messages, len(entries) > limit or trimmed is not None)
             start = parse_id(after)
-            entries = await self.redis.xrange(stream, f"({after}", "+")
+            entries = await self.redis.xrange(stream, f"({after}", "+", count=limit + 1)
             trimmed = await self._trimmed(stream)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
         truncated = trimmed is not None and trimmed > start
-        return Page([self._message(room, i, f) for i, f in entries], truncated)
+        return Page([self._message(room, i, f) for i, f in entries[:limit]], truncated, more=len(entries) > limit)
 
     async def _trimmed(self, stream: str) -> tuple[int, int] | None:
         """The first id still kept, when older entries were trimmed away; else None."""
@@ -306,9 +306,12 @@ class RedisBroker:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
 
     async def present(self, room: str) -> list[dict[str, str]]:
-        members = await self.redis.zrangebyscore(self._presence(room), self._clock(), "+inf")
-        ids = sorted({_decode(m).split(" ", 1)[0] for m in members})
-        names = await self.redis.hmget(f"{self.prefix}names", ids) if ids else []
+        try:
+            members = await self.redis.zrangebyscore(self._presence(room), self._clock(), "+inf")
+            ids = sorted({_decode(m).split(" ", 1)[0] for m in members})
+            names = await self.redis.hmget(f"{self.prefix}names", ids) if ids else []
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
         return [{"id": i, "name": _decode(n) if n else i} for i, n in zip(ids, names, strict=True)]
 
     async def exit(self, room: str, user: dict[str, str], connection: str) -> None:

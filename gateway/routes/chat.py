@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Annotated
 from urllib.parse import quote
 
@@ -15,7 +16,7 @@ from gateway.access import ROOM_NAME
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
-from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, watch_session
+from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, SessionEnd, SessionWatch
 from gateway.errors import (
     CredentialError,
     Forbidden,
@@ -106,6 +107,10 @@ async def chat_socket(websocket: WebSocket, room: Room, principal: CurrentUser, 
         stats.handshake("rate_limited")
         raise HTTPException(429, f"at most {gateway.settings.max_sockets_per_user} sockets per user",
                             headers={"Retry-After": "5"})
+    if after is not None and (wait := hub.resume_allowed(user["id"])):
+        stats.handshake("rate_limited")
+        raise HTTPException(429, "too many resumes (?after=) for this user; wait, then reconnect",
+                            headers={"Retry-After": str(math.ceil(wait))})
     stats.handshake("ok")
     offered = websocket.scope.get("subprotocols") or []
     # Never echo a token entry: select our protocol when offered, else none.
@@ -132,25 +137,34 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _run(websocket: WebSocket, member: Member, principal: Principal) -> None:
-    """A reader, a writer and a session watch per socket; when one ends, the others are cancelled."""
-    writer = asyncio.create_task(_write(websocket, member))
-    tasks = {writer, asyncio.create_task(_read(websocket, member)),
-             asyncio.create_task(_watch(websocket, member, principal))}
+    """Two tasks per socket: this one writes, a reader task reads; the session watch is a timer. The
+    writer owns the close: whatever decides the socket ends (the reader, the watch, fan-out) tells the
+    outbox, and the writer sends what is queued, then the close frame. A peer that closed first (or
+    vanished) gets nothing more: uvicorn has answered its close frame already."""
+    outbox = member.outbox
+    reader = asyncio.create_task(_read(websocket, member))
+    reader.add_done_callback(lambda task: _reader_done(task, member))
+    watch = _watch(websocket, member, principal).start()
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
-        if failed and writer not in done:
-            # A bug, not the client: say so in the log and to the client (1011), never drop it silently.
-            log.error("chat socket in %s failed; closing it with 1011", member.room, exc_info=failed[0])
-            member.outbox.close(1011, "server error; reconnect")
-            await asyncio.wait({writer}, timeout=2)
+        await _write(websocket, member)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        watch.cancel()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        outbox.abandon()
 
 
-async def _watch(websocket: WebSocket, member: Member, principal: Principal) -> None:
+def _reader_done(task: asyncio.Task[None], member: Member) -> None:
+    if task.cancelled():
+        return
+    failure = task.exception()
+    if failure is not None:
+        # A bug, not the client: say so in the log and to the client (1011), never drop it silently.
+        log.error("chat socket in %s failed; closing it with 1011", member.room, exc_info=failure)
+        member.outbox.close(1011, "server error; reconnect")
+
+
+def _watch(websocket: WebSocket, member: Member, principal: Principal) -> SessionWatch:
     gateway = gateway_of(websocket)
     authenticator = gateway.authenticator
     credentials = websocket.state.credentials
@@ -160,47 +174,53 @@ async def _watch(websocket: WebSocket, member: Member, principal: Principal) -> 
         gateway.access.check(current, member.room)  # a lost group or a changed claim ends it: 4403
         return current
 
-    end = await watch_session(
+    def end(how: SessionEnd) -> None:
+        member.outbox.put(error_frame(how.error, how.message))
+        member.outbox.close(how.close_code, how.message)
+
+    return SessionWatch(
         principal,
         recheck=recheck,
         next_check=lambda current: authenticator.recheck_at(current, credentials),
+        on_end=end,
         on_trouble=lambda: member.outbox.put(error_frame("provider_unavailable",
                                                          "the sign-in provider is unreachable; still connected")),
     )
-    member.outbox.put(error_frame(end.error, end.message))
-    member.outbox.close(end.close_code, end.message)
-    await asyncio.Event().wait()  # the writer closes the socket; it cancels us then
 
 
 async def _read(websocket: WebSocket, member: Member) -> None:
     gateway = gateway_of(websocket)
     hub = gateway.hub
+    outbox = member.outbox
     idle = gateway.settings.idle_timeout or None
     while True:
         try:
             message = await asyncio.wait_for(websocket.receive(), idle)
         except TimeoutError:
             # 1000: a normal close the page does not retry on its own (it reconnects on the next keypress).
-            member.outbox.close(1000, f"idle: no frame for {gateway.settings.idle_timeout:g} s")
+            outbox.close(1000, f"idle: no frame for {gateway.settings.idle_timeout:g} s")
             return
         if message["type"] == "websocket.disconnect":
+            outbox.abandon()  # the peer closed (uvicorn answered its close) or vanished
             return
+        if outbox.close_code is not None:
+            continue  # closing: keep reading until the peer's close comes, but act on nothing more
         text = message.get("text")
         if text is None:
-            member.outbox.close(1003, "binary frames are not accepted; send JSON text")
-            return
+            outbox.close(1003, "binary frames are not accepted; send JSON text")
+            continue
         try:
             frame = decode_frame(text)
         except FrameError as exc:
             if exc.close_code is not None:
-                member.outbox.close(exc.close_code, exc.message)
-                return
-            member.outbox.put(error_frame(exc.code, exc.message))
+                outbox.close(exc.close_code, exc.message)
+            else:
+                outbox.put(error_frame(exc.code, exc.message))
             continue
         if isinstance(frame, Ping):
-            member.outbox.put(encode({"type": "pong"}))
+            outbox.put(encode({"type": "pong"}))
         elif not await _allowed_now(websocket, member):
-            await asyncio.Event().wait()  # the writer sends the error and closes; it cancels us then
+            continue  # the writer sends the error and closes
         elif isinstance(frame, Resume):
             await hub.resume(member, frame.after)
         elif isinstance(frame, SendMessage):
@@ -227,16 +247,19 @@ async def _allowed_now(websocket: WebSocket, member: Member) -> bool:
 
 
 async def _write(websocket: WebSocket, member: Member) -> None:
+    outbox = member.outbox
     try:
-        outbox = member.outbox
         while (frame := await outbox.get()) is not None:
             outbox.sending = True
             await websocket.send_text(frame)
             outbox.sending = False
+        if outbox.gone:
+            return
         # A close reason is at most 123 bytes; it may quote a user's name (4403), so cut bytes, not chars.
-        reason = member.outbox.close_reason.encode()[:120].decode(errors="ignore")
-        code = member.outbox.close_code or 1000
+        reason = outbox.close_reason.encode()[:120].decode(errors="ignore")
+        code = outbox.close_code or 1000
         gateway_of(websocket).metrics.stats.closes[code] += 1
+        # uvicorn waits for the peer's close frame by itself (up to 10 s) after we return.
         await websocket.close(code, reason)
     except (WebSocketDisconnect, RuntimeError):
         # The peer is gone (or uvicorn already closed the socket): nothing left to tell it.

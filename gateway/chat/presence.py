@@ -1,0 +1,104 @@
+"""Presence changes coalesced per room, so a storm of N joins costs each socket a few frames, not N.
+
+A room's changes wait until it has been quiet for `settle` seconds, or at most `max_wait` seconds since
+the first one. Then one change goes out as its own `join`/`leave` frame; several go out as one
+`presence` frame with the full list, asked of the broker at that moment (so it is exact then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.chat.history import StoreUnavailable
+
+log = logging.getLogger("gateway.chat")
+
+Timer = Callable[[float, Callable[[], None]], Any]  # (delay, callback) -> a handle with .cancel()
+Present = Callable[[str], Awaitable[list[dict[str, str]]]]
+Send = Callable[[str, dict[str, Any]], None]  # (room, event) -> fan out to the room's sockets
+
+
+@dataclass
+class _Pending:
+    first: float  # when the first change of this batch came
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> latest join/leave event
+    handle: Any = None
+
+
+class PresenceBatcher:
+    def __init__(self, present: Present, send: Send, clock: Callable[[], float], settle: float = 0.2,
+                 max_wait: float = 5.0, timer: Timer | None = None) -> None:
+        self._present = present
+        self._send = send
+        self._clock = clock
+        self.settle = settle
+        self.max_wait = max_wait
+        self._timer = timer
+        self._pending: dict[str, _Pending] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
+        self.frames_sent = 0  # presence events fanned out (each to every socket of its room)
+
+    def change(self, event: dict[str, Any]) -> None:
+        """A `join` or `leave` from the broker."""
+        room = event["room"]
+        if self.settle <= 0:
+            self._send(room, event)
+            self.frames_sent += 1
+            return
+        now = self._clock()
+        pending = self._pending.get(room)
+        if pending is None:
+            pending = self._pending[room] = _Pending(now)
+        pending.changes[event["user"]["id"]] = event
+        if pending.handle is not None:
+            pending.handle.cancel()
+        delay = min(self.settle, max(0.0, pending.first + self.max_wait - now))
+        pending.handle = self._schedule(delay, lambda: self._due(room))
+
+    def forget(self, room: str) -> None:
+        """The room has no local socket any more: nobody to tell."""
+        pending = self._pending.pop(room, None)
+        if pending is not None and pending.handle is not None:
+            pending.handle.cancel()
+
+    def _schedule(self, delay: float, callback: Callable[[], None]) -> Any:
+        if self._timer is not None:
+            return self._timer(delay, callback)
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    def _due(self, room: str) -> None:
+        pending = self._pending.pop(room, None)
+        if pending is None or not pending.changes:
+            return
+        changes = list(pending.changes.values())
+        if len(changes) == 1:
+            self._send(room, changes[0])
+            self.frames_sent += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._send_list(room, changes))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send_list(self, room: str, changes: list[dict[str, Any]]) -> None:
+        try:
+            users = await self._present(room)
+        except StoreUnavailable:
+            # The list cannot be had: the changes themselves still tell the truth, in order.
+            log.warning("presence list of %s unavailable; sending %d changes one by one", room, len(changes))
+            for event in changes:
+                self._send(room, event)
+                self.frames_sent += 1
+            return
+        self._send(room, {"type": "presence", "room": room, "users": users})
+        self.frames_sent += 1
+
+    async def stop(self) -> None:
+        for room in list(self._pending):
+            self.forget(room)
+        for task in list(self._flushing):
+            task.cancel()
+        await asyncio.gather(*self._flushing, return_exceptions=True)
