@@ -84,13 +84,16 @@ def build(orjson: bool) -> tuple[Any, Any]:
             "cache_entries": len(cache), "cache_hits": cache.hits, "cache_misses": cache.misses,
             "validating": len(cache._inflight)})  # provider calls in flight: each a task, maybe a socket
 
-    from gateway.routes.chat import Room
-    from gateway.security import CurrentUser
+    from gateway.routes.chat import room_name
+    from gateway.security import current_principal
 
-    @app.websocket("/bench/auth/{room}")
-    async def authenticated_only(websocket: WebSocket, room: Room, principal: CurrentUser) -> None:
-        """/ws/{room}'s dependencies (room name, credentials, cache), none of the chat: where the time goes."""
+    async def authenticated_only(websocket: WebSocket) -> None:
+        """/ws/{room}'s checks (room name, credentials, cache), none of the chat: where the time goes."""
+        await room_name(websocket.path_params["room"])
+        await current_principal(websocket)
         await bare(websocket)
+
+    app.router.add_websocket_route("/bench/auth/{room}", authenticated_only)
 
     return app, settings
 

@@ -19,7 +19,7 @@ from typing import Any
 from gateway.chat.broker import Broker, Event
 from gateway.chat.frames import encode, error_frame
 from gateway.chat.history import Page, StoreUnavailable, parse_id
-from gateway.chat.outbox import Backlog, Outbox
+from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
 from gateway.chat.tail import RoomTails
 from gateway.limits import KeyedBuckets, TokenBucket
@@ -57,17 +57,6 @@ class Member:
     id: str = field(default_factory=lambda: f"c{next(_ids)}")
     strikes: int = 0  # messages refused in a row for the rate limit
     resumes: TokenBucket | None = None
-
-
-def server_frame(text: str) -> bytes:
-    """A final, unmasked, uncompressed text frame (RFC 6455 §5.2): the same bytes for every recipient."""
-    payload = text.encode()
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
 def rate_limited(message: str, retry_after: float) -> str:

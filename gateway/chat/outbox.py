@@ -21,6 +21,17 @@ def frame_size(frame: str) -> int:
     return len(frame) if frame.isascii() else len(frame.encode())
 
 
+def server_frame(text: str) -> bytes:
+    """A final, unmasked, uncompressed text frame (RFC 6455 §5.2): the same bytes for every recipient."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
 class Outbox:
     def __init__(self, limit: int = 256, limit_bytes: int = 1 << 20) -> None:
         self.limit = limit
@@ -58,6 +69,13 @@ class Outbox:
         if self.close_code is None:
             self._head.extend(frames)
             self._ready.set()
+
+    def flush_head(self) -> None:
+        """Write the head (a join's welcome, history, presence) straight to the transport in one write,
+        when the socket allows it; else the writer sends it as usual."""
+        if self.direct is not None and self._head and not self.sending and not self.gone:
+            if self.direct(b"".join(server_frame(frame) for frame in self._head)):
+                self._head.clear()
 
     def send_backlog(self, backlog: Backlog) -> None:
         """Send `backlog`'s frames next (after the head), ahead of the queued ones."""
