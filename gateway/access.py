@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.access")
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# \A...\Z, and callers use fullmatch: "$" also matches before a final newline ("staff\n" is no "staff").
+ROOM_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 # Only ASCII letters fold: str.lower() maps the Kelvin sign to "k", so "\u212aernel.org" would pass
 # for "kernel.org". Anything non-ASCII compares exactly (and so fails closed).
 _ASCII_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access = logging.getLogger("gateway.access")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
-_INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_INCOMING_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
 
 class RequestIdFilter(logging.Filter):
@@ -39,7 +39,7 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         status: list[int] = []
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        token = request_id.set(incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex[:16])
+        token = request_id.set(incoming if _INCOMING_ID.fullmatch(incoming) else uuid.uuid4().hex[:16])
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):

@@ -15,7 +15,7 @@ from gateway.errors import InvalidRequest, ProviderUnavailable
 log = logging.getLogger("gateway.tokens")
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-TOKEN68 = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+TOKEN68 = re.compile(r"\A[A-Za-z0-9\-._~+/]+=*\Z")
 MAX_TOKEN_BYTES = 8 * 1024
 
 
@@ -96,4 +96,5 @@ def principal_from_claims(provider: str, claims: dict[str, Any], expires_at: flo
 
 def retry_after(response: httpx.Response, default: int = 5) -> int:
     value = response.headers.get("retry-after", "")
-    return max(1, min(int(value), 300)) if value.isdigit() else default
+    # isascii(): str.isdigit() also says yes to "²" and "٣", which int() refuses.
+    return max(1, min(int(value), 300)) if value.isascii() and value.isdigit() else default

@@ -297,7 +297,7 @@ async def session_status(request: Request, room: str | None = None) -> JSONRespo
                              "provider_status": "ok", "reason": exc.code, "reason_text": exc.detail})
     refusal: Forbidden | None = None
     try:
-        gateway.access.check(principal, room if room is not None and ROOM_NAME.match(room) else None)
+        gateway.access.check(principal, room if room is not None and ROOM_NAME.fullmatch(room) else None)
     except Forbidden as exc:
         refusal = exc
     return JSONResponse({
