@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.errors import Forbidden, InsufficientScope
-from gateway.tokens import Principal
+from gateway.tokens import Principal, email_unverified
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -71,10 +71,7 @@ def email_domain(email: str) -> str | None:
 
 def verified_email(principal: Principal) -> str | None:
     """The principal's email, unless the provider says it is not verified (anyone can type one)."""
-    verified = principal.claims.get("email_verified")
-    if verified is False or (isinstance(verified, str) and fold(verified) == "false"):
-        return None
-    return principal.email
+    return None if email_unverified(principal.claims) else principal.email
 
 
 def signed_in_as(principal: Principal) -> str:

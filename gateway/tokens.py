@@ -67,8 +67,17 @@ class Principal:
                    is_bot=bool(data.get("is_bot")), claims=dict(data.get("claims") or {}))
 
 
+def email_unverified(claims: dict[str, Any]) -> bool:
+    """The provider says the email is not verified (`email_verified` false, or "false" in any ASCII case).
+    No claim says nothing: many providers only list verified emails. The one place that decides."""
+    verified = claims.get("email_verified")
+    return verified is False or (isinstance(verified, str) and verified.isascii() and verified.lower() == "false")
+
+
 def display_name(claims: dict[str, Any]) -> str:
     for key in ("name", "preferred_username", "nickname", "email", "sub"):
+        if key == "email" and email_unverified(claims):
+            continue  # anyone can type one: "ceo@company.example" must not become a name by default
         value = claims.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()[:80]
