@@ -84,6 +84,7 @@ async def callback(request: Request, name: str) -> Response:
         return _sign_in_failed(request, f"{provider.title} did not sign you in.")
     try:
         await provider.metadata()
+        provider.check_response_issuer(request.query_params.getlist("iss"))  # RFC 9207, before the exchange
         token: dict[str, Any] = await provider.oauth.authorize_access_token(request)
         if not isinstance(token.get("access_token"), str):
             raise ValueError("the provider returned no access token")
