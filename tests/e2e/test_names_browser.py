@@ -6,16 +6,17 @@ messages, the online list and the top bar; names are always text, never markup."
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.sync_api import BrowserContext, Dialog, Page, expect
+
+from tests.e2e.conftest import TIMEOUT
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT = 10_000
 ROOM = "names"
 MARKUP = "<img src=x onerror=alert(1)>"
 
@@ -31,21 +32,6 @@ def provider(demo_url: str) -> str:
 
 def set_claims(provider: str, sub: str, **claims: str) -> None:
     assert httpx.put(f"{provider}/users/{sub}", json=claims, timeout=5).status_code == 204
-
-
-@pytest.fixture
-def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
-    opened: list[BrowserContext] = []
-
-    def new_context() -> BrowserContext:
-        context = browser.new_context()
-        context.set_default_timeout(TIMEOUT)
-        opened.append(context)
-        return context
-
-    yield new_context
-    for context in opened:
-        context.close()
 
 
 def enter(context: BrowserContext, demo_url: str, sub: str) -> Page:
