@@ -125,13 +125,16 @@ STAFF_ONLY = {"staff": {"allowed_groups": ["staff"]}}
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("room", ROOM_VARIANTS)
-async def test_a_look_alike_room_is_400_at_the_socket(start_gateway: StartGateway, idp: FakeIdP, room: str) -> None:
+async def test_a_look_alike_room_is_400_on_a_real_server(start_gateway: StartGateway, idp: FakeIdP, room: str) -> None:
     with start_gateway(rooms=STAFF_ONLY) as live:
         bearer = {"additional_headers": {"Authorization": f"Bearer {idp.issue_token('mallory')}"}}
         assert (await handshake(live.ws("staff"), **bearer)).status_code == 403  # the rule holds
         answer = await handshake(live.ws(room), **bearer)
         assert answer.status_code == 400, f"/ws/{room} answered {answer.status_code}"
         assert b"room names are 1-64 letters" in answer.content
+        async with httpx.AsyncClient(base_url=live.origin, headers=bearer["additional_headers"]) as browser:
+            page = await browser.get(f"/chat/{room}")
+        assert page.status_code == 400, f"/chat/{room} answered {page.status_code}"
 
 
 @pytest.mark.parametrize("room", ROOM_VARIANTS)
