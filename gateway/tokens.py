@@ -17,6 +17,7 @@ log = logging.getLogger("gateway.tokens")
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 TOKEN68 = re.compile(r"\A[A-Za-z0-9\-._~+/]+=*\Z")
 MAX_TOKEN_BYTES = 8 * 1024
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def check_token_syntax(token: str) -> str:
@@ -80,7 +81,8 @@ def display_name(claims: dict[str, Any]) -> str:
             continue  # anyone can type one: "ceo@company.example" must not become a name by default
         value = claims.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()[:80]
+            # JSON can spell lone surrogates ("\ud800"): no text to show or send on, so U+FFFD instead.
+            return _LONE_SURROGATE.sub("\ufffd", value.strip()[:80])
     return "unknown"
 
 

@@ -30,7 +30,8 @@ def header_value(value: str) -> str:
     """`value` as a header value that percent-decodes (RFC 3986, not form decoding: "+" is a plus) to exactly
     `value`: UTF-8 bytes outside printable ASCII, "%" and "," as %XX, spaces at either end as %20 (HTTP
     would trim them)."""
-    encoded = quote(value, safe=_HEADER_SAFE)
+    # surrogatepass: a lone surrogate a provider's JSON spelled still gets bytes of its own, never a 500.
+    encoded = quote(value.encode("utf-8", "surrogatepass"), safe=_HEADER_SAFE)
     inner = encoded.strip(" ")
     if not inner:
         return "%20" * len(encoded)

@@ -23,7 +23,7 @@ from gateway.errors import ConfigError, InvalidRequest
 from gateway.logout import HOST_PORT
 from gateway.logs import _INCOMING_ID, _JSON_UNSAFE, _UNSAFE
 from gateway.redirects import _DOT_SEGMENT, DEFAULT_NEXT, safe_next
-from gateway.tokens import TOKEN68, check_token_syntax, retry_after
+from gateway.tokens import _LONE_SURROGATE, TOKEN68, check_token_syntax, retry_after
 from tests.conftest import FakeIdP, SettingsFactory
 from tests.security.conftest import StartGateway, handshake
 
@@ -58,7 +58,7 @@ def module_patterns() -> dict[int, tuple[str, re.Pattern[str]]]:
 def test_every_validating_pattern_is_anchored_at_both_ends() -> None:
     # Future patterns too: anchored with \A...\Z, not even `.match()` or `.search()` can be fooled.
     # Patterns that find something inside a value (to refuse, split or escape it) validate nothing.
-    searches = {id(_LIST_SEPARATORS), id(_DOT_SEGMENT), id(_UNSAFE), id(_JSON_UNSAFE)}
+    searches = {id(_LIST_SEPARATORS), id(_DOT_SEGMENT), id(_UNSAFE), id(_JSON_UNSAFE), id(_LONE_SURROGATE)}
     validators = {key: found for key, found in module_patterns().items() if key not in searches}
     assert {id(pattern) for pattern, _ in PATTERNS.values()} <= set(validators), "a validator moved: update PATTERNS"
     unanchored = [name for name, pattern in validators.values()

@@ -4,6 +4,7 @@ read as two groups, and no two different values may give the same header value."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -100,3 +101,21 @@ def test_every_header_decodes_to_exactly_what_the_provider_sent(client: TestClie
     assert unquote(headers["x-auth-request-subject"], errors="strict") == f"idp:s{value}"
     assert unquote(headers["x-auth-request-email"], errors="strict") == value
     assert sorted(groups_of(answer)) == sorted([value, "plain"])
+
+
+def test_a_lone_surrogate_from_the_provider_is_no_500(client: TestClient, idp: FakeIdP) -> None:
+    # Valid JSON ("\ud800" escapes) but no text: UTF-8 cannot encode it, and a header is bytes.
+    def userinfo(request: httpx.Request) -> httpx.Response:
+        sub = {"a": "\ud800", "b": "\udfff"}[request.headers["authorization"][-1]]
+        claims = {"sub": f"s{sub}", "name": f"Eve{sub}", "email": f"e{sub}@example.com", "groups": [f"g{sub}"]}
+        return httpx.Response(200, content=json.dumps(claims).encode(), headers={"Content-Type": "application/json"})
+
+    idp.mock.routes["userinfo"].side_effect = userinfo
+    answers = [client.get("/auth/check", headers={"Authorization": f"Bearer token-{kind}"}) for kind in "ab"]
+    for answer in answers:
+        assert answer.status_code == 202
+        for name in IDENTITY_HEADERS:
+            assert answer.headers[name].isascii() and answer.headers[name].isprintable(), name
+    assert answers[0].headers["x-auth-request-user"] == "Eve%EF%BF%BD"  # U+FFFD in the name, as in the chat
+    for name in ("x-auth-request-subject", "x-auth-request-email", "x-auth-request-groups"):
+        assert answers[0].headers[name] != answers[1].headers[name], name  # still told apart
