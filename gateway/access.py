@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.errors import Forbidden, InsufficientScope
-from gateway.tokens import Principal
+from gateway.tokens import Principal, email_unverified
 
 if TYPE_CHECKING:
     from gateway.config import Settings
 
 log = logging.getLogger("gateway.access")
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# \A...\Z, and callers use fullmatch: "$" also matches before a final newline ("staff\n" is no "staff").
+ROOM_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 # Only ASCII letters fold: str.lower() maps the Kelvin sign to "k", so "\u212aernel.org" would pass
 # for "kernel.org". Anything non-ASCII compares exactly (and so fails closed).
 _ASCII_FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -70,10 +71,7 @@ def email_domain(email: str) -> str | None:
 
 def verified_email(principal: Principal) -> str | None:
     """The principal's email, unless the provider says it is not verified (anyone can type one)."""
-    verified = principal.claims.get("email_verified")
-    if verified is False or (isinstance(verified, str) and fold(verified) == "false"):
-        return None
-    return principal.email
+    return None if email_unverified(principal.claims) else principal.email
 
 
 def signed_in_as(principal: Principal) -> str:

@@ -16,8 +16,10 @@ from gateway.errors import ConfigError
 from gateway.presets import PRESETS
 from gateway.presets import Preset as PresetInfo
 
-PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+# \A...\Z, not ^...$: "$" also matches before a final newline.
+PROVIDER_NAME = re.compile(r"\A[a-z0-9][a-z0-9-]{0,31}\Z")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME = re.compile(rf"\A(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
 MIN_SECRET_BYTES = 32
 # The placeholder shipped in .env.example: refused outside the demo.
 EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"  # noqa: S105 - the placeholder we refuse
@@ -237,7 +239,7 @@ class Settings(BaseSettings):
         # room whose name differs only in case or in "-" against "_".
         renamed: dict[str, Any] = {}
         for name, rule in value.items():
-            if not ROOM_NAME.match(str(name)):
+            if not ROOM_NAME.fullmatch(str(name)):
                 raise ValueError(f"room name {name!r}: use 1-64 letters, digits, '-' and '_'")
             key = room_key(str(name))
             if key in renamed:
@@ -290,7 +292,7 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         domain = value.strip().lower().removeprefix(".")  # browsers ignore a leading dot
-        if not HOSTNAME.match(domain) or _is_ip_address(domain) or "." not in domain:
+        if not HOSTNAME.fullmatch(domain) or _is_ip_address(domain) or "." not in domain:
             raise ValueError(f"must be a domain name like example.com (no scheme, port, path or IP address), "
                              f"got {value!r}")
         public = info.data.get("public_url")  # absent when the public URL itself is invalid
@@ -320,7 +322,7 @@ class Settings(BaseSettings):
         # Env names can't hold "-": <NAME> is the name upper-cased with "-" written as "_".
         renamed = {str(key).lower().replace("_", "-"): item for key, item in value.items()}
         for name in renamed:
-            if not PROVIDER_NAME.match(name):
+            if not PROVIDER_NAME.fullmatch(name):
                 raise ValueError(f"provider name {name!r}: use lowercase letters, digits and '-'")
         return renamed
 

@@ -19,7 +19,7 @@ log = logging.getLogger("gateway.auth")
 
 # What may stand in a CSP source expression and a form action: a discovery document is configuration we
 # trust, but not enough to write arbitrary text into a response header.
-HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+HOST_PORT = re.compile(r"\A(?:[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)\Z")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def end_session(metadata: dict[str, Any], client_id: str, id_token: str | None,
     if not isinstance(endpoint, str):
         return None
     parts = urlsplit(endpoint)
-    if parts.scheme not in ("https", "http") or not HOST_PORT.match(parts.netloc) or parts.fragment:
+    if parts.scheme not in ("https", "http") or not HOST_PORT.fullmatch(parts.netloc) or parts.fragment:
         log.warning("ignoring end_session_endpoint %r: not an http(s) URL", endpoint[:200])
         return None
     # client_id too: with post_logout_redirect_uri the spec recommends it, and it is all we can send when

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access = logging.getLogger("gateway.access")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
-_INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_INCOMING_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 
 
 class RequestIdFilter(logging.Filter):
@@ -39,7 +39,7 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         status: list[int] = []
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        token = request_id.set(incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex[:16])
+        token = request_id.set(incoming if _INCOMING_ID.fullmatch(incoming) else uuid.uuid4().hex[:16])
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
@@ -97,6 +97,50 @@ def quiet_uvicorn_queries() -> None:
             logger.addFilter(kind())
 
 
+# What no log line may carry raw: C0 and C1 controls (line ends, NUL, ESC and CSI, which start ANSI escape
+# sequences), DEL, the Unicode line and paragraph separators, and the bidi controls that reorder what a
+# reader sees. Any of them can come from a client: a path (%0a), a callback's error=, a header.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# JSON escapes C0 controls itself; these it leaves raw, and str.splitlines() and terminals act on them.
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_INDENT = "    "
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: control characters written as Python escapes (\\n, \\x1b, \\u2028)."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line, whoever logged it (us, uvicorn, a library): control characters and ANSI
+    escapes are escaped, never written raw. A traceback or stack follows on lines indented by four spaces,
+    so no line but a record's first starts at the margin, whatever an exception's message holds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [escape_controls(self.formatMessage(record))]
+        # Not record.exc_text: another handler may have cached it there unescaped.
+        if record.exc_info:
+            lines.append(self._indented(self.formatException(record.exc_info)))
+        elif record.exc_text:
+            lines.append(self._indented(record.exc_text))
+        if record.stack_info:
+            lines.append(self._indented(self.formatStack(record.stack_info)))
+        return "\n".join(lines)
+
+    @staticmethod
+    def _indented(text: str) -> str:
+        return "\n".join(_INDENT + escape_controls(line) for line in text.split("\n"))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -105,7 +149,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # They can only stand inside JSON strings, where \\uXXXX means the same character.
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(entry, ensure_ascii=False))
 
 
 def setup_logging(level: str = "info", fmt: Literal["text", "json"] = "text") -> None:
@@ -113,7 +158,7 @@ def setup_logging(level: str = "info", fmt: Literal["text", "json"] = "text") ->
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s]: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s]: %(message)s"))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

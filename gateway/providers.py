@@ -8,7 +8,7 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -53,6 +53,16 @@ def audience_params(settings: ProviderSettings) -> dict[str, str] | None:
     if ":" in settings.audience:
         return {"resource": settings.audience}
     return None
+
+
+class IssuerMismatch(ValueError):
+    """RFC 9207: an authorization response that does not name its provider as it must (a mix-up attempt,
+    or a provider breaking its own promise). A ValueError, so the callback's 400 covers it; `error` is what
+    its log line shows (never the value sent)."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 def variable_prefix(name: str) -> str:
@@ -181,6 +191,20 @@ class Provider:
                 "set ISSUER to exactly the provider's issuer"
             )
         return document
+
+    def check_response_issuer(self, values: Sequence[str]) -> None:
+        """RFC 9207 §2.4: the callback's `iss` must be exactly this provider's issuer. Required when discovery
+        advertises authorization_response_iss_parameter_supported; without that, checked when present.
+        Call after `metadata()`; the state is left unspent, so a forged answer cannot cancel a genuine one."""
+        if len(values) > 1:
+            raise IssuerMismatch("iss_repeated", "the sign-in answer carries more than one iss")
+        if not values:
+            if (self._metadata or {}).get("authorization_response_iss_parameter_supported") is True:
+                raise IssuerMismatch("iss_missing", f"{self.name} promises an iss in every sign-in answer "
+                                                    "(RFC 9207); this one has none")
+            return
+        if values[0] != self.issuer:
+            raise IssuerMismatch("iss_mismatch", f"the sign-in answer's iss is not {self.name}'s issuer")
 
     async def endpoint(self, key: str) -> str:
         value = (await self.metadata()).get(key)

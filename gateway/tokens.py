@@ -15,8 +15,9 @@ from gateway.errors import InvalidRequest, ProviderUnavailable
 log = logging.getLogger("gateway.tokens")
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-TOKEN68 = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+TOKEN68 = re.compile(r"\A[A-Za-z0-9\-._~+/]+=*\Z")
 MAX_TOKEN_BYTES = 8 * 1024
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def check_token_syntax(token: str) -> str:
@@ -67,11 +68,21 @@ class Principal:
                    is_bot=bool(data.get("is_bot")), claims=dict(data.get("claims") or {}))
 
 
+def email_unverified(claims: dict[str, Any]) -> bool:
+    """The provider says the email is not verified (`email_verified` false, or "false" in any ASCII case).
+    No claim says nothing: many providers only list verified emails. The one place that decides."""
+    verified = claims.get("email_verified")
+    return verified is False or (isinstance(verified, str) and verified.isascii() and verified.lower() == "false")
+
+
 def display_name(claims: dict[str, Any]) -> str:
     for key in ("name", "preferred_username", "nickname", "email", "sub"):
+        if key == "email" and email_unverified(claims):
+            continue  # anyone can type one: "ceo@company.example" must not become a name by default
         value = claims.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()[:80]
+            # JSON can spell lone surrogates ("\ud800"): no text to show or send on, so U+FFFD instead.
+            return _LONE_SURROGATE.sub("\ufffd", value.strip()[:80])
     return "unknown"
 
 
@@ -96,4 +107,5 @@ def principal_from_claims(provider: str, claims: dict[str, Any], expires_at: flo
 
 def retry_after(response: httpx.Response, default: int = 5) -> int:
     value = response.headers.get("retry-after", "")
-    return max(1, min(int(value), 300)) if value.isdigit() else default
+    # isascii(): str.isdigit() also says yes to "²" and "٣", which int() refuses.
+    return max(1, min(int(value), 300)) if value.isascii() and value.isdigit() else default

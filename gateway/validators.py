@@ -379,7 +379,7 @@ class GithubValidator:
             # quota is spent. X-RateLimit-Reset comes with every answer, so alone it says nothing.
             reset = response.headers.get("x-ratelimit-reset", "")
             spent = response.headers.get("x-ratelimit-remaining") == "0"
-            if "retry-after" not in response.headers and spent and reset.isdigit():
+            if "retry-after" not in response.headers and spent and reset.isascii() and reset.isdigit():
                 wait = max(1, min(300, int(reset) - int(time.time())))
                 raise ProviderUnavailable(f"GitHub answered {response.status_code}", retry_after=wait)
             raise self.http.trouble(response)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -17,6 +20,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
+from gateway.logs import setup_logging
 
 pytest_plugins = ["tests.redis_support"]  # redis_url, redis_prefix
 
@@ -113,6 +117,29 @@ def idp() -> Iterator[FakeIdP]:
 def anyio_backend() -> str:
     """Async tests (`@pytest.mark.anyio`) run on asyncio, the loop the gateway serves on."""
     return "asyncio"
+
+
+Logs = Callable[[Literal["text", "json"]], io.StringIO]
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
+    """setup_logging() as `serve` calls it, writing to a buffer; the root logger is put back afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in ("werkzeug", "httpx")}
+
+    def start(fmt: Literal["text", "json"]) -> io.StringIO:
+        buffer = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", buffer)
+        setup_logging("info", fmt)
+        return buffer
+
+    yield start
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    for name, old in levels.items():
+        logging.getLogger(name).setLevel(old)
 
 
 SettingsFactory = Callable[..., Settings]

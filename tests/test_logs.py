@@ -7,40 +7,17 @@ import io
 import json
 import logging
 import re
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from gateway.logs import AccessLogMiddleware, setup_logging
-from tests.conftest import FakeIdP, SignIn
+from gateway.logs import AccessLogMiddleware
+from tests.conftest import FakeIdP, Logs, SignIn
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{16}$")
-Logs = Callable[[Literal["text", "json"]], io.StringIO]
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
-    """setup_logging() as `serve` calls it, writing to a buffer; the root logger is put back afterwards."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    levels = {name: logging.getLogger(name).level for name in ("werkzeug", "httpx")}
-
-    def start(fmt: Literal["text", "json"]) -> io.StringIO:
-        buffer = io.StringIO()
-        monkeypatch.setattr(sys, "stderr", buffer)
-        setup_logging("info", fmt)
-        return buffer
-
-    yield start
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    for name, old in levels.items():
-        logging.getLogger(name).setLevel(old)
 
 
 def json_lines(buffer: io.StringIO) -> list[dict[str, Any]]:

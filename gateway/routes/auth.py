@@ -84,6 +84,7 @@ async def callback(request: Request, name: str) -> Response:
         return _sign_in_failed(request, f"{provider.title} did not sign you in.")
     try:
         await provider.metadata()
+        provider.check_response_issuer(request.query_params.getlist("iss"))  # RFC 9207, before the exchange
         token: dict[str, Any] = await provider.oauth.authorize_access_token(request)
         if not isinstance(token.get("access_token"), str):
             raise ValueError("the provider returned no access token")
@@ -297,7 +298,7 @@ async def session_status(request: Request, room: str | None = None) -> JSONRespo
                              "provider_status": "ok", "reason": exc.code, "reason_text": exc.detail})
     refusal: Forbidden | None = None
     try:
-        gateway.access.check(principal, room if room is not None and ROOM_NAME.match(room) else None)
+        gateway.access.check(principal, room if room is not None and ROOM_NAME.fullmatch(room) else None)
     except Forbidden as exc:
         refusal = exc
     return JSONResponse({

@@ -37,7 +37,7 @@ DEFAULT_ROOM = "lobby"
 
 async def room_name(room: str) -> str:
     """Checked before authentication, so a bad name costs no provider call."""
-    if not ROOM_NAME.match(room):
+    if not ROOM_NAME.fullmatch(room):
         raise HTTPException(400, "room names are 1-64 letters, digits, '-' or '_'")
     return room
 
@@ -49,7 +49,7 @@ async def chat_lobby(request: Request) -> Response:
 
 @router.get("/chat/{room}")
 async def chat_room(request: Request, room: str) -> Response:
-    if not ROOM_NAME.match(room):
+    if not ROOM_NAME.fullmatch(room):
         return error_page(request, 400, "No such room", "Room names are 1-64 letters, digits, '-' or '_'.")
     return await _chat_page(request, room)
 

@@ -1,5 +1,11 @@
 """Forward-auth for other apps (nginx `auth_request`, Traefik ForwardAuth), like oauth2-proxy's
-/oauth2/auth: the same credentials, cache and allow-lists as the chat, answered with headers."""
+/oauth2/auth: the same credentials, cache and allow-lists as the chat, answered with headers.
+
+Every X-Auth-Request-* value is percent-encoded UTF-8 (`header_value`), `%` and `,` included, so a value
+decodes to exactly what the provider sent and the groups list splits at its commas only. The email is sent
+only when the provider does not say it is unverified (`gateway.access.verified_email`, as the allow-lists
+judge it); otherwise the header is empty.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,23 @@ from gateway.routes.pages import gateway_of
 from gateway.security import authenticate, challenge_headers
 
 router = APIRouter()
+
+
+# Printable ASCII stays as it is, but for "%" (so every "%XX" is an escape) and "," (the groups separator).
+_HEADER_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) not in "%,")
+
+
+def header_value(value: str) -> str:
+    """`value` as a header value that percent-decodes (RFC 3986, not form decoding: "+" is a plus) to exactly
+    `value`: UTF-8 bytes outside printable ASCII, "%" and "," as %XX, spaces at either end as %20 (HTTP
+    would trim them)."""
+    # surrogatepass: a lone surrogate a provider's JSON spelled still gets bytes of its own, never a 500.
+    encoded = quote(value.encode("utf-8", "surrogatepass"), safe=_HEADER_SAFE)
+    inner = encoded.strip(" ")
+    if not inner:
+        return "%20" * len(encoded)
+    lead, trail = len(encoded) - len(encoded.lstrip(" ")), len(encoded) - len(encoded.rstrip(" "))
+    return "%20" * lead + inner + "%20" * trail
 
 
 def _listed(value: str | None) -> set[str]:
@@ -38,13 +61,14 @@ async def check(request: Request) -> Response:
     if emails and fold(verified_email(principal) or "") not in emails:
         return Response(status_code=403)
     headers = {
-        "X-Auth-Request-User": principal.name,
-        "X-Auth-Request-Preferred-Username": str(principal.claims.get("preferred_username", principal.name)),
-        "X-Auth-Request-Subject": principal.user_id,
-        "X-Auth-Request-Email": principal.email or "",
-        "X-Auth-Request-Groups": ",".join(sorted(gateway.access.groups_of(principal))),
+        "X-Auth-Request-User": header_value(principal.name),
+        "X-Auth-Request-Preferred-Username": header_value(
+            str(principal.claims.get("preferred_username", principal.name))),
+        "X-Auth-Request-Subject": header_value(principal.user_id),
+        # Never an email the provider marks unverified: anyone can type one (the allow-lists ignore it too).
+        "X-Auth-Request-Email": header_value(verified_email(principal) or ""),
+        "X-Auth-Request-Groups": ",".join(header_value(group)
+                                          for group in sorted(gateway.access.groups_of(principal))),
         "Cache-Control": "no-store",
     }
-    # Header values must be single-line ASCII: percent-encode anything else a provider put in a name.
-    safe = {k: v if v.isascii() and v.isprintable() else quote(v, safe=" @,./:-_+") for k, v in headers.items()}
-    return Response(status_code=202, headers=safe)
+    return Response(status_code=202, headers=headers)

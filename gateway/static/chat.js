@@ -1,9 +1,12 @@
 // The chat page: one WebSocket (protocol gateway.chat.v1, docs/protocol.md). Text only via textContent.
+// Names that look like another user's get that user's provider and short id next to them (names.js).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
   const room = $("chat").dataset.room;
   const myId = $("me").dataset.userId;
+  const myNameEl = $("me").querySelector("strong");
+  const myName = myNameEl.textContent;
   const list = $("messages");
   const statusEl = $("status");
   const notice = $("notice");
@@ -12,7 +15,10 @@
 
   const seen = new Map();      // message id -> <li>, kept in id order
   const pending = new Map();   // client_id -> {text, item}: shown as "sending…" until acked
-  const people = new Map();    // user id -> name
+  const people = new Map();    // user id -> name: who is here now
+  const shown = new Map([[myId, new Set([myName])]]);  // user id -> every name it showed in this room
+  let qualified = new Map();   // user id -> "provider:short id", for names that look like another's
+  let namesChanged = false;
   let socket = null;
   let lastId = null;           // newest message id we hold: the resume point
   let attempt = 0;
@@ -45,12 +51,44 @@
     return am - bm || as - bs;
   }
 
+  // A name as text, and when it looks like another user's, the provider and short id after it.
+  function paintName(element, id, name) {
+    element.replaceChildren(document.createTextNode(name));
+    const label = qualified.get(id);
+    if (!label) return;
+    const tag = document.createElement("span");
+    tag.className = "uid";
+    tag.textContent = label;
+    tag.title = id;
+    element.append(" ", tag);
+  }
+
+  function note(user) {
+    if (!shown.has(user.id)) shown.set(user.id, new Set());
+    if (shown.get(user.id).has(user.name)) return;
+    shown.get(user.id).add(user.name);
+    namesChanged = true;
+  }
+
+  // After a frame: if it showed a new name, look for look-alikes again and repaint every name on the page.
+  function settleNames() {
+    if (!namesChanged) return;
+    namesChanged = false;
+    const pairs = [...shown].flatMap(([id, names]) => [...names].map((name) => [id, name]));
+    qualified = window.GatewayNames.qualifiers(pairs);
+    for (const who of list.querySelectorAll(".who[data-user-id]")) paintName(who, who.dataset.userId, who.dataset.name);
+    paintName(myNameEl, myId, myName);
+    renderPeople();
+  }
+
   function messageItem(user, text, ts, mine) {
     const item = document.createElement("li");
     item.className = "message" + (mine ? " mine" : "");
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = user;
+    who.dataset.userId = user.id;
+    who.dataset.name = user.name;
+    paintName(who, user.id, user.name);
     const when = document.createElement("time");
     const date = new Date(ts);
     when.dateTime = date.toISOString();
@@ -70,7 +108,8 @@
     if (seen.has(message.id)) return;          // merge by id: history, resume and live overlap
     const follow = atBottom();
     const mine = message.user.id === myId;
-    const item = messageItem(message.user.name, message.text, message.ts, mine);
+    note(message.user);
+    const item = messageItem(message.user, message.text, message.ts, mine);
     item.dataset.id = message.id;
     if (mine && message.client_id && pending.has(message.client_id)) {
       pending.get(message.client_id).item.remove();
@@ -95,7 +134,8 @@
     const box = $("people");
     box.replaceChildren(...[...people].sort((a, b) => a[1].localeCompare(b[1])).map(([id, name]) => {
       const item = document.createElement("li");
-      item.textContent = name + (id === myId ? " (you)" : "");
+      paintName(item, id, name);
+      if (id === myId) item.append(" (you)");
       return item;
     }));
     $("people-count").textContent = `(${people.size})`;
@@ -124,11 +164,12 @@
         break;
       case "presence":
         people.clear();
-        frame.users.forEach((u) => people.set(u.id, u.name));
+        frame.users.forEach((u) => { people.set(u.id, u.name); note(u); });
         renderPeople();
         break;
       case "join":
         people.set(frame.user.id, frame.user.name);
+        note(frame.user);
         renderPeople();
         break;
       case "leave":
@@ -149,6 +190,7 @@
         say(frame.message);
         break;
     }
+    settleNames();
   }
 
   async function session() {
@@ -235,7 +277,7 @@
     const text = input.value.trim();
     if (!text) return;
     const clientId = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`.slice(0, 64);
-    const item = messageItem($("me").querySelector("strong").textContent, text, Date.now(), true);
+    const item = messageItem({ id: myId, name: myName }, text, Date.now(), true);
     item.classList.add("pending");
     item.dataset.clientId = clientId;
     list.append(item);

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +18,13 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, BrowserContext
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 NO_CHROMIUM = f"no Chromium at {CHROMIUM}: apt-get install -y chromium"
 START_TIMEOUT = 20.0
+TIMEOUT = 10_000  # ms, for every auto-waiting assertion and browser action
 
 
 def _require_chromium() -> None:
@@ -114,3 +115,19 @@ def browser(demo_url: str) -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
+    """A factory of isolated browser contexts (separate cookie jars), all closed after the test."""
+    opened: list[BrowserContext] = []
+
+    def new_context() -> BrowserContext:
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT)
+        opened.append(context)
+        return context
+
+    yield new_context
+    for context in opened:
+        context.close()

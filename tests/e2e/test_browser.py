@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, expect
+from playwright.sync_api import BrowserContext, Dialog, Locator, Page, expect
+
+from tests.e2e.conftest import TIMEOUT
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT = 10_000  # ms, for every auto-waiting assertion
 expect.set_options(timeout=TIMEOUT)
-
-
-@pytest.fixture
-def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
-    """A factory of isolated browser contexts (separate cookie jars), all closed after the test."""
-    opened: list[BrowserContext] = []
-
-    def new_context() -> BrowserContext:
-        context = browser.new_context()
-        context.set_default_timeout(TIMEOUT)
-        opened.append(context)
-        return context
-
-    yield new_context
-    for context in opened:
-        context.close()
 
 
 def sign_in(context: BrowserContext, base_url: str, name: str) -> Page:
