@@ -165,7 +165,9 @@
     refreshed = true;
     setState("reconnecting");
     try {
-      const answer = await fetch("/auth/refresh", { method: "POST", credentials: "same-origin" });
+      // The header proves the request comes from this page: no other origin or form can send it.
+      const answer = await fetch("/auth/refresh", { method: "POST", credentials: "same-origin",
+                                                    headers: { "X-Gateway-Refresh": "1" } });
       return answer.status === 204;
     } catch {
       return false;
