@@ -178,7 +178,7 @@ def _refresh_refused(gateway: Gateway, error: str) -> Response:
 async def refresh(request: Request) -> Response:
     """A new access token from the sealed refresh token, for the gateway's own page only (403 otherwise):
     204 with fresh cookies; 401 without a refresh cookie of this sign-in (one tossed in by a sibling host
-    is none), or when the provider says no (cookies cleared); 503 when it cannot answer."""
+    is none), after its logout, or when the provider says no (cookies cleared); 503 when it cannot answer."""
     gateway = gateway_of(request)
     try:
         require_same_origin(request, origin_of(gateway.settings.public_url))
@@ -189,6 +189,9 @@ async def refresh(request: Request) -> Response:
     if kept is None or provider is None:
         return JSONResponse({"error": "no_refresh_token"}, status_code=401,
                             headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+    if await gateway.authenticator.session_ended(kept.session_id):
+        log.info("refresh refused: that sign-in was signed out")
+        return _refresh_refused(gateway, "signed_out")
     try:
         await provider.metadata()
         token: dict[str, Any] = await provider.oauth.fetch_access_token(

@@ -1,5 +1,5 @@
-"""POST /logout and the CSRF token of its form: the gateway's own sign-out (sockets closed, the token
-refused from then on, cookies cleared), then the provider's (gateway.logout)."""
+"""POST /logout and the CSRF token of its form: the gateway's own sign-out (sockets closed, the token and
+the whole sign-in refused from then on, cookies cleared), then the provider's (gateway.logout)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def csrf_token(request: Request) -> str:
 
 @router.post("/logout")
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-    """Sign out: close this user's sockets, refuse the token from now on, clear the cookies, revoke at the
-    provider (after answering: its trouble never holds a logout up), then the provider's own logout through a
-    form the page posts (the ID token never sits in a URL). A GET is 405."""
+    """Sign out: close this user's sockets, refuse the token and the whole sign-in (its refresh cookie, any
+    copy) from now on, clear the cookies, revoke at the provider (after answering: its trouble never holds a
+    logout up), then the provider's own logout through a form the page posts (the ID token never sits in a
+    URL). A GET is 405."""
     gateway = gateway_of(request)
     session = gateway.token_cookie.read(request)
     anchor = gateway.session_cookie.read(request)
@@ -67,6 +68,9 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
                                   session.auth_time + gateway.settings.session_max_age)
         await _close_sockets(gateway, credentials)
         await gateway.authenticator.deny(credentials)
+    ended = {s.session_id: s.auth_time for s in (session, anchor) if s and s.session_id}
+    for ended_id, auth_time in ended.items():
+        await gateway.authenticator.end_session(ended_id, auth_time + gateway.settings.session_max_age)
     response = await _end_session_page(request, gateway, provider, id_token)
     clear_cookies(gateway, response)
     if provider is not None:
