@@ -24,6 +24,7 @@ from gateway.chat.redis_broker import RedisBroker
 from gateway.config import Settings
 from gateway.cookie_guard import DuplicateCookieGuard
 from gateway.cookies import Sealer, SessionCookie, TokenCookie
+from gateway.denylist_store import SqliteDenyStore
 from gateway.headers import SecurityHeadersMiddleware
 from gateway.logs import AccessLogMiddleware
 from gateway.metrics import Metrics
@@ -108,6 +109,8 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         gateway.authenticator.denied.shared = shared
         gateway.hub.handlers["_deny"] = lambda event: gateway.authenticator.denied.remember(
             str(event["key"]), float(event["until"]))
+    else:  # one process: the deny-list survives restarts in the history's SQLite file
+        gateway.authenticator.denied.shared = SqliteDenyStore(settings.history_path)
     return gateway
 
 
@@ -124,13 +127,17 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.hub.start()
         shared = gateway.authenticator.denied.shared
-        if isinstance(shared, RedisShared):
-            await shared.load_denied(gateway.authenticator.denied)
-        await gateway.providers.warm_up()
         try:
+            if isinstance(shared, RedisShared):
+                await shared.load_denied(gateway.authenticator.denied)
+            elif isinstance(shared, SqliteDenyStore):
+                await shared.open(gateway.authenticator.denied)
+            await gateway.providers.warm_up()
             yield
         finally:
             await gateway.hub.stop()
+            if isinstance(shared, SqliteDenyStore):
+                await shared.close()
             if owns_client:
                 await client.aclose()
 

@@ -119,7 +119,7 @@ class Authenticator:
 
     async def end_session(self, session_id: str, until: float) -> None:
         """Refuse a whole sign-in from now on (logout): its refresh cookie and every token cookie sealed for
-        it, copies included, whatever the provider can revoke. Shared as the logouts are (Redis)."""
+        it, copies included, whatever the provider can revoke. Kept as the logouts are (Redis, SQLite)."""
         await self.denied.add(SESSION_ENTRY + session_id, until)
 
     async def session_ended(self, session_id: str) -> bool:
