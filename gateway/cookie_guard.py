@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -27,20 +26,23 @@ PATH_SEGMENT = re.compile(r"/[A-Za-z0-9._~-]{1,64}")
 ROUTE_PATHS = ("/", "/auth", "/auth/refresh", "/logout")  # where the gateway's own cookies live
 
 
-def cookie_names(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
-    """Every cookie name in every Cookie header line, split as Starlette's cookie_parser splits them."""
-    names = []
-    for key, value in headers:
-        if key.lower() != b"cookie":
-            continue
-        for chunk in value.decode("latin-1").split(";"):
-            names.append(chunk.split("=", 1)[0].strip() if "=" in chunk else "")
-    return names
-
-
 def duplicated(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
-    counts = Counter(name for name in cookie_names(headers) if GATEWAY_COOKIE.fullmatch(name))
-    return sorted(name for name, count in counts.items() if count > 1)
+    """Gateway cookie names that occur more than once, in every Cookie header line together. Names are cut
+    out as Starlette's cookie_parser cuts them (split on ';', up to the first '=', str.strip() of the
+    latin-1 text), so none it would read as ours escapes the count; values are never decoded or copied."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for key, value in headers:
+        if key != b"cookie":  # ASGI header names are lower-case
+            continue
+        for chunk in value.split(b";"):
+            end = chunk.find(b"=")
+            if end < 0 or b"gateway_" not in chunk[:end]:
+                continue
+            name = chunk[:end].decode("latin-1").strip()
+            if GATEWAY_COOKIE.fullmatch(name):
+                (twice if name in seen else seen).add(name)
+    return sorted(twice)
 
 
 def _parent_domains(host: str) -> list[str]:

@@ -19,6 +19,7 @@ def headers(*lines: str) -> list[tuple[bytes, bytes]]:
 @pytest.mark.parametrize(("lines", "found"), [
     (["gateway_token=a; gateway_token=b"], ["gateway_token"]),
     (["gateway_token=a;gateway_token =b"], ["gateway_token"]),  # Starlette strips the name
+    (["\xa0gateway_token=a; gateway_token=b"], ["gateway_token"]),  # str.strip(): a no-break space too
     (["gateway_token=a", "gateway_token=b"], ["gateway_token"]),  # two header lines count together
     (["__Secure-gateway_refresh=a; x=1; __Secure-gateway_refresh=b"], ["__Secure-gateway_refresh"]),
     (["__Host-gateway_token.1=a; __Host-gateway_token.1=b; gateway_session=c; gateway_session=d"],
