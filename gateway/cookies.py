@@ -219,7 +219,7 @@ class TokenCookie:
         provider, token, expires_at, auth_time = payload.get("p"), payload.get("t"), payload.get("e"), payload.get("a")
         session_id = payload.get("s", "")
         if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float) \
-                or not isinstance(session_id, str):
+                or not isinstance(session_id, str) or not token or not provider:
             return None
         if expires_at is not None and not isinstance(expires_at, int | float):
             return None

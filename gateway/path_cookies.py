@@ -63,7 +63,7 @@ class _PathCookie:
         provider, token, auth_time = payload.get("p"), payload.get(self.KEY), payload.get("a")
         sealed_id = payload.get("s")
         if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float) \
-                or not isinstance(sealed_id, str) or not same_session(session_id, sealed_id):
+                or not isinstance(sealed_id, str) or not same_session(session_id, sealed_id) or not token:
             return None
         if auth_time + self.max_age <= self._clock():
             return None

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
@@ -272,3 +273,12 @@ def test_retired_key_dropped_from_the_list_no_longer_opens(client: TestClient, i
     client.cookies.set("gateway_token", _sealed_cookie(OLD_SECRET, idp.issue_token("bob")))
     response = client.get("/chat")
     _assert_sent_to_login(response.headers.get("location"), response.status_code)
+
+
+@pytest.mark.parametrize("payload", [{"p": "", "t": "tok", "e": None}, {"p": "idp", "t": "", "e": None}])
+def test_a_genuine_seal_without_a_token_or_provider_is_no_cookie(clock: Clock, payload: dict[str, object]) -> None:
+    # Found by tests/security/test_fuzz_parsers.py: an empty token became credentials with an empty token.
+    cookie = _cookie(https=False, clock=clock)
+    sealed = cookie.sealer.seal({**payload, "a": T0})
+    request = Request({"type": "http", "headers": [(b"cookie", f"gateway_token={sealed}".encode())]})
+    assert cookie.read(request) is None
