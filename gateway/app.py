@@ -22,10 +22,13 @@ from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits
 from gateway.chat.redis_broker import RedisBroker
 from gateway.config import Settings
-from gateway.cookies import IdTokenCookie, RefreshCookie, RevokeCookie, Sealer, TokenCookie
+from gateway.cookie_guard import DuplicateCookieGuard
+from gateway.cookies import Sealer, SessionCookie, TokenCookie
+from gateway.denylist_store import SqliteDenyStore
 from gateway.headers import SecurityHeadersMiddleware
 from gateway.logs import AccessLogMiddleware
 from gateway.metrics import Metrics
+from gateway.path_cookies import IdTokenCookie, RefreshCookie, RevokeCookie
 from gateway.providers import Providers
 from gateway.security import origin_of
 from gateway.sessions import LoginStateMiddleware
@@ -59,6 +62,7 @@ class Gateway:
     templates: Jinja2Templates
     revoke_cookie: RevokeCookie  # the refresh token again, for POST /logout to revoke
     idt_cookie: IdTokenCookie  # the ID token, for POST /logout's id_token_hint
+    session_cookie: SessionCookie  # the sign-in's session id: every other cookie of it must carry the same
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -75,12 +79,13 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
     templates = Jinja2Templates(directory=str(templates_dir()))
     metrics = Metrics()
     providers = Providers(settings, http, metrics.provider_calls.observe)
+    session_cookie = SessionCookie(Sealer(secrets, "session cookie"), settings.is_https, settings.session_max_age)
     gateway = Gateway(
         settings=settings,
         http=http,
         providers=providers,
         token_cookie=TokenCookie(Sealer(secrets, "token cookie"), settings.is_https, settings.session_max_age,
-                                 domain=settings.cookie_domain),
+                                 domain=settings.cookie_domain, anchor=session_cookie),
         refresh_cookie=RefreshCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),
         authenticator=Authenticator(settings, providers),
         access=AccessPolicy.from_settings(settings),
@@ -96,6 +101,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         templates=templates,
         revoke_cookie=RevokeCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),
         idt_cookie=IdTokenCookie(Sealer(secrets, "id token cookie"), settings.is_https, settings.session_max_age),
+        session_cookie=session_cookie,
     )
     metrics.attach(gateway)
     broker = gateway.hub.broker
@@ -105,11 +111,13 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         gateway.authenticator.denied.shared = shared
         gateway.hub.handlers["_deny"] = lambda event: gateway.authenticator.denied.remember(
             str(event["key"]), float(event["until"]))
+    else:  # one process: the deny-list survives restarts in the history's SQLite file
+        gateway.authenticator.denied.shared = SqliteDenyStore(settings.history_path)
     return gateway
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
-    from gateway.routes import auth, chat, check, ops
+    from gateway.routes import auth, chat, check, logout, ops
 
     owns_client = http is None
     client = http or httpx.AsyncClient(
@@ -121,13 +129,17 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.hub.start()
         shared = gateway.authenticator.denied.shared
-        if isinstance(shared, RedisShared):
-            await shared.load_denied(gateway.authenticator.denied)
-        await gateway.providers.warm_up()
         try:
+            if isinstance(shared, RedisShared):
+                await shared.load_denied(gateway.authenticator.denied)
+            elif isinstance(shared, SqliteDenyStore):
+                await shared.open(gateway.authenticator.denied)
+            await gateway.providers.warm_up()
             yield
         finally:
             await gateway.hub.stop()
+            if isinstance(shared, SqliteDenyStore):
+                await shared.close()
             if owns_client:
                 await client.aclose()
 
@@ -136,11 +148,14 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     app.state.gateway = gateway
     secrets = [key.get_secret_value() for key in settings.secret_keys]
     app.add_middleware(LoginStateMiddleware, sealer=Sealer(secrets, "login state"), https=settings.is_https)
+    # Outside the login state, which reads a cookie: two of one name are refused before anyone reads one.
+    app.add_middleware(DuplicateCookieGuard, templates=gateway.templates, public_url=settings.public_url)
     app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url)
     app.add_middleware(AccessLogMiddleware)
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     app.include_router(ops.router)
     app.include_router(auth.router)
+    app.include_router(logout.router)
     app.include_router(check.router)
     app.include_router(chat.router)
     return app

@@ -17,6 +17,7 @@ from gateway.tokens import Principal, check_token_syntax
 from gateway.validators import peek_jwt
 
 log = logging.getLogger("gateway.auth")
+SESSION_ENTRY = "session "  # a deny-list entry for a sign-in; no token holds a space (token68)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Credentials:
     provider: str | None = None  # known for cookies: the cookie records who issued the token
     expires_at: float | None = None
     session_ends: float | None = None  # GATEWAY_SESSION_MAX_AGE after sign-in (cookies)
+    session_id: str | None = None  # the sign-in the cookie belongs to: refused once it signed out
 
     def __repr__(self) -> str:  # never show the token
         return f"Credentials(source={self.source!r}, provider={self.provider!r})"
@@ -84,6 +86,8 @@ class Authenticator:
                 self._asking[client] += 1
             if await self.denied.denied(credentials.token):
                 raise InvalidToken("this token was signed out; sign in again")
+            if credentials.session_id and await self.session_ended(credentials.session_id):
+                raise InvalidToken("this sign-in was signed out; sign in again")
             principal = await self.cache.get_or_validate(
                 key, lambda: provider.validator.validate(credentials.token),
             )
@@ -112,6 +116,14 @@ class Authenticator:
                 ends.append(entry.principal.expires_at)
             self.cache.forget(key)
         await self.denied.add(credentials.token, max(ends) if ends else self._clock() + self.session_max_age)
+
+    async def end_session(self, session_id: str, until: float) -> None:
+        """Refuse a whole sign-in from now on (logout): its refresh cookie and every token cookie sealed for
+        it, copies included, whatever the provider can revoke. Kept as the logouts are (Redis, SQLite)."""
+        await self.denied.add(SESSION_ENTRY + session_id, until)
+
+    async def session_ended(self, session_id: str) -> bool:
+        return await self.denied.denied(SESSION_ENTRY + session_id)
 
     def _jwt_expiry(self, token: str) -> float | None:
         peeked = peek_jwt(token)

@@ -41,6 +41,13 @@ class SharedStore(Protocol):
     async def deny(self, token_key: str, until: float) -> None: ...
 
 
+class DenyStore(Protocol):
+    """Where the deny-list is kept beyond this process: Redis (shared, gateway.shared) or, with the memory
+    broker, the SQLite file (survives a restart, gateway.denylist_store). Failures are swallowed there."""
+
+    async def deny(self, token_key: str, until: float) -> None: ...
+
+
 class ValidationCache:
     def __init__(
         self,
@@ -156,12 +163,13 @@ class ValidationCache:
 
 class DenyList:
     """Tokens refused until a given time whatever the provider says: signed out, while a copy (a bot's,
-    a stolen one) may still be valid at the provider. In this process for now; a shared store (Redis)
-    takes its place behind the same two async methods."""
+    a stolen one) may still be valid at the provider, and whole sign-ins (gateway.authenticator's
+    `end_session`). Looked up in this process; each entry is also kept in a `shared` store, which
+    instances started later load."""
 
     PRUNE_ABOVE = 1024
 
-    def __init__(self, clock: Callable[[], float] = time.time, shared: SharedStore | None = None) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, shared: DenyStore | None = None) -> None:
         self._clock = clock
         self._until: dict[str, float] = {}
         self.shared = shared

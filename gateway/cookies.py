@@ -1,4 +1,4 @@
-"""The token cookie, in one place: sealed with AEAD, read, set and cleared.
+"""The token cookie and the session cookie that anchors a sign-in: sealed with AEAD, read, set, cleared.
 
 Keys come from GATEWAY_SECRET_KEYS through HKDF, one derived key per purpose; the first secret seals,
 all of them open (rotation). Fernet is AES-128-CBC + HMAC-SHA256: authenticated encryption.
@@ -6,17 +6,26 @@ all of them open (rotation). Fernet is AES-128-CBC + HMAC-SHA256: authenticated 
 A token too big for one cookie is compressed and split over numbered chunk cookies (`gateway_token`
 holds the count and the first chunk, `gateway_token.1` the next); the seal covers the whole value, so a
 missing, stale or tampered chunk reads as no cookie at all.
+
+Every sign-in gets a random session id, kept in the session cookie (`__Host-` on https: no sibling host
+can set it) and sealed into each of the sign-in's other cookies. A cookie whose id differs from the session
+cookie's was tossed in from elsewhere (a sibling host may set any name but `__Host-` ones) and is ignored.
+The path-scoped cookies (gateway.path_cookies) are always checked so; the token cookie only when
+GATEWAY_COOKIE_DOMAIN makes it `__Secure-`, since a `__Host-` one cannot be tossed.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+import re
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -32,6 +41,9 @@ MAX_TOKEN_COOKIES_BYTES = 7168
 CHUNK_BYTES = MAX_COOKIE_BYTES - 64  # one chunk's value; its name is short
 MAX_CHUNKS = -(-MAX_TOKEN_COOKIES_BYTES // CHUNK_BYTES)
 MAX_PLAINTEXT_BYTES = 64 * 1024  # what a compressed seal may inflate to
+# A Fernet token as Fernet writes it. Its decoder is lenient (it skips stray characters and ignores what
+# follows the padding), so a value with junk around a genuine seal would open: only the canonical form does.
+FERNET_TOKEN = re.compile(r"(?:[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?")
 
 
 def derive_key(secret: str, purpose: str) -> bytes:
@@ -62,6 +74,8 @@ class Sealer:
 
     def open(self, sealed: str, max_age: int) -> dict[str, Any] | None:
         """The payload, or None for anything tampered, foreign, expired or malformed."""
+        if not FERNET_TOKEN.fullmatch(sealed):
+            return None
         try:
             data = self._fernet.decrypt_at_time(sealed.encode("ascii"), max_age, int(self._clock()))
             if data[:1] == b"z":
@@ -93,18 +107,73 @@ class TokenSession:
     access_token: str
     expires_at: float | None
     auth_time: float  # when the user signed in: GATEWAY_SESSION_MAX_AGE counts from here, across refreshes
+    session_id: str = ""  # the sign-in's, as in the session cookie; "" in cookies sealed before there was one
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def same_session(expected: str | None, sealed: str) -> bool:
+    return bool(expected) and bool(sealed) and hmac.compare_digest(expected or "", sealed)
+
+
+@dataclass(frozen=True)
+class SignInSession:
+    provider: str
+    session_id: str
+    auth_time: float
+
+
+class SessionCookie:
+    """The anchor of a sign-in: its session id, sent to every route for as long as the sign-in lasts
+    (GATEWAY_SESSION_MAX_AGE from sign-in, unlike the token cookie, which ends with the access token), so
+    that POST /auth/refresh and POST /logout can tell the sign-in's own cookies from tossed ones."""
+
+    def __init__(self, sealer: Sealer, https: bool, max_age: int, clock: Callable[[], float] = time.time) -> None:
+        self.sealer = sealer
+        self.secure = https
+        self.name = "__Host-gateway_session" if https else "gateway_session"
+        self.max_age = max_age
+        self._clock = clock
+
+    def read(self, conn: HTTPConnection) -> SignInSession | None:
+        raw = conn.cookies.get(self.name)
+        payload = self.sealer.open(raw, self.max_age) if raw else None
+        if payload is None:
+            return None
+        provider, session_id, auth_time = payload.get("p"), payload.get("s"), payload.get("a")
+        if not isinstance(provider, str) or not isinstance(session_id, str) or not session_id \
+                or not isinstance(auth_time, int | float) or auth_time + self.max_age <= self._clock():
+            return None
+        return SignInSession(provider, session_id, auth_time)
+
+    def session_id(self, conn: HTTPConnection) -> str | None:
+        session = self.read(conn)
+        return session.session_id if session else None
+
+    def set(self, response: Response, session: SignInSession) -> None:
+        value = self.sealer.seal({"p": session.provider, "s": session.session_id, "a": session.auth_time})
+        max_age = max(0, int(session.auth_time + self.max_age - self._clock()))
+        response.set_cookie(self.name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
+                            samesite="lax")
+
+    def clear(self, response: Response) -> None:
+        response.delete_cookie(self.name, path="/", secure=self.secure, httponly=True, samesite="lax")
 
 
 class TokenCookie:
     def __init__(self, sealer: Sealer, https: bool, max_age: int, clock: Callable[[], float] = time.time,
-                 domain: str | None = None) -> None:
+                 domain: str | None = None, anchor: SessionCookie | None = None) -> None:
         self.sealer = sealer
         self.secure = https
         # __Host-: only sent to this exact host, Secure, Path=/ — browsers enforce it on https. Chunk
         # cookies are named after it ("__Host-gateway_token.1"), so they carry the prefix too.
         # With GATEWAY_COOKIE_DOMAIN the cookie goes to sibling hosts too (forward-auth), which __Host-
-        # forbids: __Secure- then still pins it to https.
+        # forbids: __Secure- then still pins it to https, and any sibling host can set it: such a cookie
+        # must carry the session id of the `anchor` (the session cookie) to count.
         self.domain = domain
+        self.anchor = anchor
         if https:
             self.name = "__Secure-gateway_token" if domain else "__Host-gateway_token"
         else:
@@ -128,7 +197,19 @@ class TokenCookie:
         parts = [head, *(conn.cookies.get(self.chunk_name(i), "") for i in range(1, int(count)))]
         return "".join(parts) if all(parts) else None
 
-    def read(self, conn: HTTPConnection) -> TokenSession | None:
+    def read(self, conn: HTTPConnection, *, sibling: bool = False) -> TokenSession | None:
+        """The sign-in in the cookie, or None. A domain cookie counts only with the session cookie of its
+        sign-in; `sibling`: a forward-auth check for another host, which never sees the session cookie
+        (host-only): then a missing one is accepted, a different one still is not."""
+        session = self._open(conn)
+        if session is None or self.domain is None:
+            return session
+        anchored = self.anchor.session_id(conn) if self.anchor else None
+        if same_session(anchored, session.session_id) or (sibling and anchored is None and self.anchor):
+            return session
+        return None
+
+    def _open(self, conn: HTTPConnection) -> TokenSession | None:
         raw = self.raw(conn)
         if not raw:
             return None
@@ -136,13 +217,15 @@ class TokenCookie:
         if payload is None:
             return None
         provider, token, expires_at, auth_time = payload.get("p"), payload.get("t"), payload.get("e"), payload.get("a")
-        if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float):
+        session_id = payload.get("s", "")
+        if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float) \
+                or not isinstance(session_id, str) or not token or not provider:
             return None
         if expires_at is not None and not isinstance(expires_at, int | float):
             return None
         if auth_time + self.max_age <= self._clock():
             return None
-        return TokenSession(provider, token, expires_at, auth_time)
+        return TokenSession(provider, token, expires_at, auth_time, session_id)
 
     def seal(self, session: TokenSession) -> tuple[str, int]:
         """The sealed value and its Max-Age: the earlier of the token's expiry and the session limit.
@@ -151,8 +234,10 @@ class TokenCookie:
         max_age = max(0, int(session.auth_time + self.max_age - now))
         if session.expires_at is not None:
             max_age = max(0, min(max_age, int(session.expires_at - now)))
-        payload = {"p": session.provider, "t": session.access_token, "e": session.expires_at,
-                   "a": session.auth_time}
+        payload: dict[str, Any] = {"p": session.provider, "t": session.access_token, "e": session.expires_at,
+                                   "a": session.auth_time}
+        if session.session_id:
+            payload["s"] = session.session_id
         value = self.sealer.seal(payload)
         if len(value) + len(self.name) > MAX_COOKIE_BYTES:
             value = self.sealer.seal(payload, compress=True)
@@ -188,101 +273,3 @@ class TokenCookie:
     def _delete(self, response: Response, name: str) -> None:
         response.delete_cookie(name, path="/", domain=self.domain, secure=self.secure, httponly=True,
                                samesite="lax")
-
-
-@dataclass(frozen=True)
-class RefreshSession:
-    provider: str
-    refresh_token: str
-    auth_time: float
-
-
-class _PathCookie:
-    """One sealed token of a sign-in, sent only to the one route that needs it (Path) and never to
-    scripts. __Host- requires Path=/, so these carry __Secure-, which still pins them to https."""
-
-    BASE = ""
-    PATH = "/"
-    KEY = ""  # the token's key in the sealed payload
-    SAMESITE: Literal["lax", "strict"] = "strict"
-
-    def __init__(self, sealer: Sealer, https: bool, max_age: int, clock: Callable[[], float] = time.time) -> None:
-        self.sealer = sealer
-        self.secure = https
-        self.name = f"__Secure-{self.BASE}" if https else self.BASE
-        self.max_age = max_age
-        self._clock = clock
-
-    def _open(self, conn: HTTPConnection) -> tuple[str, str, float] | None:
-        raw = conn.cookies.get(self.name)
-        payload = self.sealer.open(raw, self.max_age) if raw else None
-        if payload is None:
-            return None
-        provider, token, auth_time = payload.get("p"), payload.get(self.KEY), payload.get("a")
-        if not isinstance(provider, str) or not isinstance(token, str) or not isinstance(auth_time, int | float):
-            return None
-        if auth_time + self.max_age <= self._clock():
-            return None
-        return provider, token, auth_time
-
-    def _set(self, response: Response, provider: str, token: str, auth_time: float) -> bool:
-        value = self.sealer.seal({"p": provider, self.KEY: token, "a": auth_time})
-        if len(value) + len(self.name) > MAX_COOKIE_BYTES:
-            return False
-        max_age = max(0, int(auth_time + self.max_age - self._clock()))
-        response.set_cookie(self.name, value, max_age=max_age, path=self.PATH, secure=self.secure, httponly=True,
-                            samesite=self.SAMESITE)
-        return True
-
-    def clear(self, response: Response) -> None:
-        response.delete_cookie(self.name, path=self.PATH, secure=self.secure, httponly=True, samesite=self.SAMESITE)
-
-
-class RefreshCookie(_PathCookie):
-    """The refresh token, sent only to POST /auth/refresh."""
-
-    BASE = "gateway_refresh"
-    PATH = "/auth/refresh"
-    KEY = "r"
-    SAMESITE = "strict"
-
-    def read(self, conn: HTTPConnection) -> RefreshSession | None:
-        opened = self._open(conn)
-        return RefreshSession(*opened) if opened else None
-
-    def set(self, response: Response, session: RefreshSession) -> bool:
-        """False (and nothing set) when the refresh token is too big to keep in a cookie."""
-        return self._set(response, session.provider, session.refresh_token, session.auth_time)
-
-
-class RevokeCookie(RefreshCookie):
-    """A copy of the refresh token sent only to POST /logout, which revokes it (RFC 7009): the other copy
-    goes only to /auth/refresh, and no Path covers both routes but "/". Rewritten at every refresh."""
-
-    BASE = "gateway_revoke"
-    PATH = "/logout"
-
-
-@dataclass(frozen=True)
-class IdTokenSession:
-    provider: str
-    id_token: str
-    auth_time: float
-
-
-class IdTokenCookie(_PathCookie):
-    """The ID token, sent only to POST /logout: the provider's end-session endpoint takes it as
-    `id_token_hint`. Lax like the token cookie: the logout form posts from our own pages."""
-
-    BASE = "gateway_idt"
-    PATH = "/logout"
-    KEY = "i"
-    SAMESITE = "lax"
-
-    def read(self, conn: HTTPConnection) -> IdTokenSession | None:
-        opened = self._open(conn)
-        return IdTokenSession(*opened) if opened else None
-
-    def set(self, response: Response, session: IdTokenSession) -> bool:
-        """False (and nothing set) when the ID token is too big: logout then names the client instead."""
-        return self._set(response, session.provider, session.id_token, session.auth_time)

@@ -61,6 +61,12 @@ class BadOrigin(Forbidden):
     code = "bad_origin"
 
 
+class CrossSiteRequest(Forbidden):
+    """A request only the gateway's own pages may make (POST /auth/refresh) came from anywhere else."""
+
+    code = "cross_site_request"
+
+
 class InsufficientScope(Forbidden):
     code = "insufficient_scope"
     challenge = 'Bearer realm="gateway", error="insufficient_scope"'

@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 
 from gateway.authenticator import Credentials
-from gateway.errors import BadOrigin, CredentialError, InvalidRequest, MissingCredentials
+from gateway.errors import BadOrigin, CredentialError, CrossSiteRequest, InvalidRequest, MissingCredentials
 from gateway.tokens import Principal, check_token_syntax
 
 if TYPE_CHECKING:
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 CHAT_PROTOCOL = "gateway.chat.v1"
 K8S_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."  # noqa: S105 - a prefix, not a secret
+# Sent by the chat page's fetch() with POST /auth/refresh. Another origin cannot add a header to a
+# request without a CORS preflight, which the gateway never grants; a form cannot add one at all.
+REFRESH_HEADER = "X-Gateway-Refresh"
 
 def parse_authorization(value: str) -> str:
     """`Bearer <token68>` → the token; anything else → InvalidRequest (400)."""
@@ -63,7 +66,18 @@ def check_origin(origin: str | None, allowed: frozenset[str], *, required: bool)
         raise BadOrigin("this Origin may not open the chat socket")
 
 
-def extract_credentials(conn: HTTPConnection, gateway: Gateway) -> Credentials | None:
+def require_same_origin(conn: HTTPConnection, public_origin: str) -> None:
+    """For requests only our own pages make: the page's exact Origin and its header, or CrossSiteRequest
+    (403). A sibling host is the same site (SameSite lets its cookies and posts through), not the same origin."""
+    origin = conn.headers.get("origin")
+    if origin is None or origin.lower() != public_origin:
+        raise CrossSiteRequest(f"only the gateway's own pages may do this: send Origin: {public_origin}")
+    if conn.headers.get(REFRESH_HEADER) != "1":
+        raise CrossSiteRequest(f"only the gateway's own pages may do this: send {REFRESH_HEADER}: 1")
+
+
+def extract_credentials(conn: HTTPConnection, gateway: Gateway, sibling: bool = False) -> Credentials | None:
+    """`sibling`: a forward-auth check for another host of GATEWAY_COOKIE_DOMAIN (TokenCookie.read)."""
     authorization = conn.headers.get("authorization")
     if authorization is not None:
         # A header that is present but malformed is an error: never fall back to the cookie.
@@ -73,16 +87,16 @@ def extract_credentials(conn: HTTPConnection, gateway: Gateway) -> Credentials |
         token = parse_subprotocols(offered) if offered else None
         if token is not None:
             return Credentials(token, "subprotocol")
-    session = gateway.token_cookie.read(conn)
+    session = gateway.token_cookie.read(conn, sibling=sibling)
     if session is not None:
         return Credentials(session.access_token, "cookie", session.provider, session.expires_at,
-                           session.auth_time + gateway.settings.session_max_age)
+                           session.auth_time + gateway.settings.session_max_age, session.session_id or None)
     return None
 
 
-async def identify(conn: HTTPConnection, gateway: Gateway) -> Principal:
+async def identify(conn: HTTPConnection, gateway: Gateway, sibling: bool = False) -> Principal:
     """Who is behind this request (the token validated), not yet whether they may come in."""
-    credentials = extract_credentials(conn, gateway)
+    credentials = extract_credentials(conn, gateway, sibling)
     if credentials is None:
         raise MissingCredentials("sign in, or send Authorization: Bearer <token>")
     if conn.scope["type"] == "websocket":
@@ -94,10 +108,11 @@ async def identify(conn: HTTPConnection, gateway: Gateway) -> Principal:
     return principal
 
 
-async def authenticate(conn: HTTPConnection, gateway: Gateway, room: str | None = None) -> Principal:
+async def authenticate(conn: HTTPConnection, gateway: Gateway, room: str | None = None,
+                       sibling: bool = False) -> Principal:
     """The Principal behind this request, allowed in (GATEWAY_ALLOWED_*, scopes, `room`'s rule), or a
     CredentialError saying why not: Forbidden (403) for a valid token that is not allowed."""
-    principal = await identify(conn, gateway)
+    principal = await identify(conn, gateway, sibling)
     gateway.access.check(principal, room)
     return principal
 

@@ -29,6 +29,8 @@ PUBLIC_URL = "http://gateway.test"
 CLIENT_ID = "gateway-client"
 SECRET = "test-secret-key-0123456789-abcdefghijklmnop"
 OLD_SECRET = "retired-secret-key-0123456789-abcdefghijkl"
+# What the chat page sends with POST /auth/refresh, which refuses anything else (gateway.security).
+PAGE_REFRESH = {"Origin": PUBLIC_URL, "X-Gateway-Refresh": "1"}
 
 
 class FakeIdP:

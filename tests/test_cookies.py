@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
@@ -143,7 +144,8 @@ def test_token_cookie_flags_on_http(clock: Clock) -> None:
     header = _set_cookie_header(_cookie(https=False, clock=clock), _session("tok", T0 + 600))
     pair, attributes = _attributes(header)
     assert pair.startswith("gateway_token=")
-    opened = Sealer([SECRET], PURPOSE, clock=clock).open(pair.partition("=")[2], max_age=3600)
+    value = pair.partition("=")[2].strip('"')  # quoted when it ends in padding; the server reads it unquoted
+    opened = Sealer([SECRET], PURPOSE, clock=clock).open(value, max_age=3600)
     assert opened is not None and opened["t"] == "tok"  # sealed, and only the sealer opens it
     assert "httponly" in attributes
     assert attributes["samesite"] == "lax"
@@ -229,10 +231,12 @@ def test_tampered_cookie_is_treated_like_no_cookie(client: TestClient, sign_in: 
     sealed = client.cookies["gateway_token"]
     assert client.get("/chat").status_code == 200
     middle = len(sealed) // 2
+    client.cookies.delete("gateway_token")  # replaced, as a browser holds one cookie of a name
     client.cookies.set("gateway_token", sealed[:middle] + ("A" if sealed[middle] != "A" else "B")
                        + sealed[middle + 1:])
     tampered = client.get("/chat")
     _assert_sent_to_login(tampered.headers.get("location"), tampered.status_code)
+    client.cookies.delete("gateway_token")
     client.cookies.set("gateway_token", "junk")
     junk = client.get("/chat")
     _assert_sent_to_login(junk.headers.get("location"), junk.status_code)
@@ -269,3 +273,12 @@ def test_retired_key_dropped_from_the_list_no_longer_opens(client: TestClient, i
     client.cookies.set("gateway_token", _sealed_cookie(OLD_SECRET, idp.issue_token("bob")))
     response = client.get("/chat")
     _assert_sent_to_login(response.headers.get("location"), response.status_code)
+
+
+@pytest.mark.parametrize("payload", [{"p": "", "t": "tok", "e": None}, {"p": "idp", "t": "", "e": None}])
+def test_a_genuine_seal_without_a_token_or_provider_is_no_cookie(clock: Clock, payload: dict[str, object]) -> None:
+    # Found by tests/security/test_fuzz_parsers.py: an empty token became credentials with an empty token.
+    cookie = _cookie(https=False, clock=clock)
+    sealed = cookie.sealer.seal({**payload, "a": T0})
+    request = Request({"type": "http", "headers": [(b"cookie", f"gateway_token={sealed}".encode())]})
+    assert cookie.read(request) is None

@@ -23,7 +23,7 @@ from gateway.cache import cache_key
 from gateway.config import Settings
 from gateway.errors import InvalidToken
 from gateway.providers import Providers
-from tests.conftest import CLIENT_ID, ISSUER, PUBLIC_URL, FakeIdP, SettingsFactory, SignIn
+from tests.conftest import CLIENT_ID, ISSUER, PAGE_REFRESH, PUBLIC_URL, FakeIdP, SettingsFactory, SignIn
 
 REVOKE = f"{ISSUER}/revoke"
 
@@ -160,7 +160,7 @@ def test_the_csrf_token_outlives_a_refresh(client: TestClient, sign_in: SignIn,
     # The chat page stays open across refreshes: its logout form must still work afterwards.
     sign_in(client)
     csrf = csrf_of(client.get("/chat").text)
-    assert client.post("/auth/refresh").status_code == 204
+    assert client.post("/auth/refresh", headers=PAGE_REFRESH).status_code == 204
     assert client.post("/logout", data={"csrf": csrf}).status_code == 200
 
 
@@ -177,7 +177,7 @@ def test_logout_clears_every_cookie(client: TestClient, sign_in: SignIn, refresh
     assert "Path=/auth/refresh" in paths["gateway_refresh"] and "Path=/logout" in paths["gateway_idt"]
     assert not client.cookies
     assert client.get("/chat").status_code == 303
-    assert client.post("/auth/refresh").status_code == 401
+    assert client.post("/auth/refresh", headers=PAGE_REFRESH).status_code == 401
 
 
 def test_logout_revokes_the_refresh_then_the_access_token(client: TestClient, sign_in: SignIn, idp: FakeIdP,
@@ -198,7 +198,7 @@ def test_logout_revokes_the_refresh_then_the_access_token(client: TestClient, si
 def test_logout_revokes_the_rotated_refresh_token(client: TestClient, sign_in: SignIn,
                                                   revocation: respx.Route, refresh_tokens: list[str]) -> None:
     sign_in(client)
-    assert client.post("/auth/refresh").status_code == 204
+    assert client.post("/auth/refresh", headers=PAGE_REFRESH).status_code == 204
     log_out(client)
     assert parse_qs(revocation.calls[0].request.content.decode())["token"] == [refresh_tokens[-1]]
 

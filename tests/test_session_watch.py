@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, SessionEnd, SessionWatch
 from gateway.errors import Forbidden, InvalidToken, ProviderUnavailable
 from gateway.tokens import Principal
-from tests.conftest import FakeIdP, SettingsFactory, SignIn
+from tests.conftest import PAGE_REFRESH, FakeIdP, SettingsFactory, SignIn
 from tests.live import free_port, live_server
 
 
@@ -184,12 +184,12 @@ def test_refresh_gives_a_new_access_token(client: TestClient, sign_in: SignIn, i
     assert "Path=/auth/refresh" in refresh_cookie and "HttpOnly" in refresh_cookie
     assert "r-1" not in refresh_cookie  # sealed
     old_token_cookie = client.cookies["gateway_token"]
-    answer = client.post("/auth/refresh")
+    answer = client.post("/auth/refresh", headers=PAGE_REFRESH)
     assert answer.status_code == 204
     assert client.cookies["gateway_token"] != old_token_cookie
     assert client.get("/auth/session").json()["authenticated"] is True
     # The rotated refresh token was kept: refreshing again works, and the old one would not.
-    assert client.post("/auth/refresh").status_code == 204
+    assert client.post("/auth/refresh", headers=PAGE_REFRESH).status_code == 204
 
 
 def test_refresh_refused_by_the_provider_is_401_and_clears_cookies(client: TestClient, sign_in: SignIn,
@@ -205,7 +205,7 @@ def test_refresh_refused_by_the_provider_is_401_and_clears_cookies(client: TestC
 
     idp.mock.routes["token"].mock(side_effect=token)
     sign_in(client)
-    answer = client.post("/auth/refresh")
+    answer = client.post("/auth/refresh", headers=PAGE_REFRESH)
     assert answer.status_code == 401
     assert any(h.startswith('gateway_token=""') for h in answer.headers.get_list("set-cookie"))
 
@@ -221,12 +221,12 @@ def test_refresh_with_the_provider_down_is_503(client: TestClient, sign_in: Sign
 
     idp.mock.routes["token"].mock(side_effect=token)
     sign_in(client)
-    answer = client.post("/auth/refresh")
+    answer = client.post("/auth/refresh", headers=PAGE_REFRESH)
     assert answer.status_code == 503 and answer.headers["retry-after"]
 
 
 def test_refresh_without_a_refresh_cookie_is_401(client: TestClient) -> None:
-    assert client.post("/auth/refresh").status_code == 401
+    assert client.post("/auth/refresh", headers=PAGE_REFRESH).status_code == 401
 
 
 def test_session_max_age_bounds_even_tokens_that_never_expire(idp: FakeIdP, make_settings: SettingsFactory,
@@ -246,7 +246,9 @@ def test_session_max_age_bounds_even_tokens_that_never_expire(idp: FakeIdP, make
         token = next(iter(idp.tokens))
         stale, _ = cookie.seal(TokenSession("idp", token, None, time.time() - 61))
         fresh, _ = cookie.seal(TokenSession("idp", token, None, time.time() - 30))
+        test_client.cookies.delete("gateway_token")  # one cookie of that name, as in a browser
         test_client.cookies.set("gateway_token", fresh)
         assert test_client.get("/chat").status_code == 200
+        test_client.cookies.delete("gateway_token")
         test_client.cookies.set("gateway_token", stale)
         assert test_client.get("/chat").status_code == 303

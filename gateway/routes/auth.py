@@ -1,34 +1,36 @@
-"""Sign-in (OAuth code flow with PKCE through authlib), the callback, logout and the session probe."""
+"""Sign-in (OAuth code flow with PKCE through authlib), the callback, refresh and the session probe."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import OAuthError
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from itsdangerous import BadData
 from joserfc.errors import JoseError
-from starlette.background import BackgroundTask
 
 from gateway.access import ROOM_NAME
 from gateway.app import Gateway
 from gateway.authenticator import Credentials
-from gateway.chat.watch import TOKEN_EXPIRED
-from gateway.cookies import IdTokenSession, RefreshSession, TokenSession, TokenTooLarge
-from gateway.errors import CredentialError, Forbidden, InvalidRequest, InvalidToken, ProviderUnavailable
-from gateway.headers import content_security_policy
-from gateway.logout import end_session, revoke_tokens
-from gateway.providers import Provider, variable_prefix
+from gateway.cookies import SignInSession, TokenSession, TokenTooLarge, new_session_id
+from gateway.errors import (
+    CredentialError,
+    CrossSiteRequest,
+    Forbidden,
+    InvalidRequest,
+    InvalidToken,
+    ProviderUnavailable,
+)
+from gateway.path_cookies import IdTokenSession, RefreshSession
+from gateway.providers import variable_prefix
 from gateway.redirects import safe_next
 from gateway.routes.pages import error_page, gateway_of, render
-from gateway.security import identify
+from gateway.security import identify, origin_of, require_same_origin
 
 log = logging.getLogger("gateway.auth")
 router = APIRouter()
@@ -92,7 +94,7 @@ async def callback(request: Request, name: str) -> Response:
             raise ValueError("the provider returned no ID token")
         target = request.session.pop("next", None) or "/chat"
         response = RedirectResponse(target, status_code=303)
-        _keep_tokens(gateway, request, response, name, token, auth_time=time.time())
+        _keep_tokens(gateway, request, response, token, SignInSession(name, new_session_id(), time.time()))
         refusal = await _check_new_token(request, name, token)
         if refusal is not None:
             return refusal
@@ -134,16 +136,20 @@ async def _check_new_token(request: Request, name: str, token: dict[str, Any]) -
     return None
 
 
-def _keep_tokens(gateway: Gateway, request: Request, response: Response, provider: str, token: dict[str, Any],
-                 auth_time: float) -> None:
-    """Seal the access token, and the refresh and ID tokens when there are some, into their cookies.
-    Raises TokenTooLarge when the access token does not fit."""
+def _keep_tokens(gateway: Gateway, request: Request, response: Response, token: dict[str, Any],
+                 sign_in: SignInSession) -> None:
+    """Seal the access token, and the refresh and ID tokens when there are some, into their cookies, each
+    with the sign-in's session id, which the session cookie holds. Raises TokenTooLarge when the access
+    token does not fit."""
+    provider, auth_time, session_id = sign_in.provider, sign_in.auth_time, sign_in.session_id
     expires_at = token.get("expires_at")
     gateway.token_cookie.set(response, TokenSession(provider, str(token["access_token"]),
-                                                    float(expires_at) if expires_at else None, auth_time), request)
+                                                    float(expires_at) if expires_at else None, auth_time, session_id),
+                             request)
+    gateway.session_cookie.set(response, sign_in)
     refresh_token = token.get("refresh_token")
     if isinstance(refresh_token, str) and refresh_token:
-        kept = RefreshSession(provider, refresh_token, auth_time)
+        kept = RefreshSession(provider, refresh_token, auth_time, session_id)
         if gateway.refresh_cookie.set(response, kept):
             gateway.revoke_cookie.set(response, kept)
         else:
@@ -151,27 +157,42 @@ def _keep_tokens(gateway: Gateway, request: Request, response: Response, provide
                         provider)
     id_token = token.get("id_token")  # a refresh without one keeps the ID token already kept
     if isinstance(id_token, str) and id_token:
-        if not gateway.idt_cookie.set(response, IdTokenSession(provider, id_token, auth_time)):
+        if not gateway.idt_cookie.set(response, IdTokenSession(provider, id_token, auth_time, session_id)):
             log.info("ID token from %s too large for a cookie; logout will name the client instead", provider)
 
 
-def _clear_cookies(gateway: Gateway, response: Response) -> None:
+def clear_cookies(gateway: Gateway, response: Response) -> None:
     gateway.token_cookie.clear(response)
+    gateway.session_cookie.clear(response)
     gateway.refresh_cookie.clear(response)
     gateway.revoke_cookie.clear(response)
     gateway.idt_cookie.clear(response)
 
 
+def _refresh_refused(gateway: Gateway, error: str) -> Response:
+    response = JSONResponse({"error": error}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+    clear_cookies(gateway, response)
+    return response
+
+
 @router.post("/auth/refresh")
 async def refresh(request: Request) -> Response:
-    """A new access token from the sealed refresh token: 204 with fresh cookies, 401 when the provider
-    says no (cookies cleared), 503 when it cannot answer."""
+    """A new access token from the sealed refresh token, for the gateway's own page only (403 otherwise):
+    204 with fresh cookies; 401 without a refresh cookie of this sign-in (one tossed in by a sibling host
+    is none), after its logout, or when the provider says no (cookies cleared); 503 when it cannot answer."""
     gateway = gateway_of(request)
-    kept = gateway.refresh_cookie.read(request)
+    try:
+        require_same_origin(request, origin_of(gateway.settings.public_url))
+    except CrossSiteRequest as exc:
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=403)
+    kept = gateway.refresh_cookie.read(request, gateway.session_cookie.session_id(request))
     provider = gateway.providers.get(kept.provider) if kept else None
     if kept is None or provider is None:
         return JSONResponse({"error": "no_refresh_token"}, status_code=401,
                             headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+    if await gateway.authenticator.session_ended(kept.session_id):
+        log.info("refresh refused: that sign-in was signed out")
+        return _refresh_refused(gateway, "signed_out")
     try:
         await provider.metadata()
         token: dict[str, Any] = await provider.oauth.fetch_access_token(
@@ -180,101 +201,17 @@ async def refresh(request: Request) -> Response:
             raise OAuthError("invalid_grant", "no access token in the refresh answer")
     except OAuthError as exc:
         log.info("refresh at %s refused: %s", kept.provider, exc.error)
-        response: Response = JSONResponse({"error": "refresh_refused"}, status_code=401,
-                                          headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
-        _clear_cookies(gateway, response)
-        return response
+        return _refresh_refused(gateway, "refresh_refused")
     except (httpx.HTTPError, ProviderUnavailable, AuthlibBaseError, ValueError) as exc:
         log.warning("refresh at %s failed: %s", kept.provider, type(exc).__name__)
         return JSONResponse({"error": "provider_unavailable"}, status_code=503, headers={"Retry-After": "5"})
     response = Response(status_code=204)
     token.setdefault("refresh_token", kept.refresh_token)  # providers that do not rotate keep the old one
     try:
-        _keep_tokens(gateway, request, response, kept.provider, token, kept.auth_time)
+        _keep_tokens(gateway, request, response, token, SignInSession(kept.provider, kept.session_id, kept.auth_time))
     except TokenTooLarge as exc:
         log.warning("refresh at %s unusable: %s", kept.provider, exc)
-        response = JSONResponse({"error": exc.code}, status_code=401,
-                                headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
-        _clear_cookies(gateway, response)
-    return response
-
-
-def _binding(session: TokenSession | RefreshSession | IdTokenSession | None) -> str | None:
-    """What a logout form is bound to: this browser's sign-in (provider and time), sealed in each of its
-    cookies, unchanged by refreshes and readable by no one else."""
-    if session is None:
-        return None
-    return hashlib.sha256(f"{session.provider}\0{session.auth_time!r}".encode()).hexdigest()[:32]
-
-
-def csrf_token(request: Request) -> str:
-    """Bound to this browser's sign-in: a form from another session or site cannot log anyone out."""
-    gateway = gateway_of(request)
-    return gateway.csrf.dumps(_binding(gateway.token_cookie.read(request)) or "")
-
-
-@router.post("/logout")
-async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-    """Sign out (CONTRACT §3): close this user's sockets, refuse the token from now on, clear the cookies,
-    revoke at the provider (after answering: its trouble never holds a logout up), then the provider's
-    own logout through a form the page posts (the ID token never sits in a URL). A GET is 405."""
-    gateway = gateway_of(request)
-    session = gateway.token_cookie.read(request)
-    refresh = gateway.revoke_cookie.read(request)
-    id_token = gateway.idt_cookie.read(request)
-    signed_in = session or refresh or id_token
-    try:
-        bound = gateway.csrf.loads(csrf, max_age=gateway.settings.session_max_age)
-    except BadData:
-        bound = None
-    if not isinstance(bound, str) or (signed_in is not None and bound != _binding(signed_in)):
-        return error_page(request, 400, "Logout refused",
-                          "The logout form was stale or came from elsewhere. Reload the chat and try again.")
-    provider = gateway.providers.get(signed_in.provider) if signed_in else None
-    if session is not None:
-        credentials = Credentials(session.access_token, "cookie", session.provider, session.expires_at,
-                                  session.auth_time + gateway.settings.session_max_age)
-        await _close_sockets(gateway, credentials)
-        await gateway.authenticator.deny(credentials)
-    response = await _end_session_page(request, gateway, provider, id_token)
-    _clear_cookies(gateway, response)
-    if provider is not None:
-        tokens = [(s.refresh_token, "refresh_token") for s in (refresh,) if s and s.provider == provider.name]
-        tokens += [(s.access_token, "access_token") for s in (session,) if s and s.provider == provider.name]
-        response.background = BackgroundTask(revoke_tokens, provider, tokens)
-    log.info("signed out%s", f" of {provider.name}" if provider else "")
-    return response
-
-
-async def _close_sockets(gateway: Gateway, credentials: Credentials) -> None:
-    """This user's sockets on this instance end now (4401). Asked before the token is denied; when the
-    provider cannot say who it is, the sockets end at their next re-check, which the deny-list refuses."""
-    try:
-        principal = await gateway.authenticator.principal(credentials)
-    except CredentialError as exc:
-        log.info("logout: sockets left to their next re-check (%s)", exc.code)
-        return
-    await gateway.hub.disconnect_user(principal.user_id, TOKEN_EXPIRED, "signed out")
-
-
-async def _end_session_page(request: Request, gateway: Gateway, provider: Provider | None,
-                            id_token: IdTokenSession | None) -> Response:
-    """The page whose form posts to the provider's end_session_endpoint; without one, 303 to /login."""
-    form = None
-    if provider is not None:
-        try:
-            metadata = await provider.metadata()
-        except ProviderUnavailable as exc:
-            log.warning("logout at %s: no end-session form (%s)", provider.name, exc.detail)
-        else:
-            hint = id_token.id_token if id_token and id_token.provider == provider.name else None
-            form = end_session(metadata, provider.settings.client_id, hint, f"{gateway.settings.public_url}/login")
-    if provider is None or form is None:
-        return RedirectResponse("/login", status_code=303)
-    response = render(request, "logout.html", provider=provider.title, action=form.action, fields=form.fields)
-    # Our CSP lets forms post to us only; this one posts to the provider (the middleware keeps this header).
-    response.headers["Content-Security-Policy"] = content_security_policy(gateway.settings.public_url,
-                                                                          [form.origin])
+        return _refresh_refused(gateway, exc.code)
     return response
 
 

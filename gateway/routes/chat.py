@@ -24,7 +24,7 @@ from gateway.errors import (
     MissingCredentials,
     ProviderUnavailable,
 )
-from gateway.routes.auth import csrf_token
+from gateway.routes.logout import csrf_token
 from gateway.routes.pages import error_page, gateway_of, render
 from gateway.security import CHAT_PROTOCOL, authenticate, current_principal, to_http_exception
 from gateway.tokens import Principal

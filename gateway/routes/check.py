@@ -49,7 +49,8 @@ async def check(request: Request) -> Response:
     `?allowed_groups=a,b` and `?allowed_emails=x@y` narrow it further for one protected app."""
     gateway = gateway_of(request)
     try:
-        principal = await authenticate(request, gateway)
+        # The request is for another host: it never carries our host-only session cookie.
+        principal = await authenticate(request, gateway, sibling=True)
     except CredentialError as error:
         return Response(status_code=error.status, headers=challenge_headers(error))
     # Like GATEWAY_ALLOWED_GROUPS and _EMAILS: groups exactly as the provider sends them, emails ignoring

@@ -207,7 +207,9 @@
     refreshed = true;
     setState("reconnecting");
     try {
-      const answer = await fetch("/auth/refresh", { method: "POST", credentials: "same-origin" });
+      // The header proves the request comes from this page: no other origin or form can send it.
+      const answer = await fetch("/auth/refresh", { method: "POST", credentials: "same-origin",
+                                                    headers: { "X-Gateway-Refresh": "1" } });
       return answer.status === 204;
     } catch {
       return false;
@@ -312,6 +314,10 @@
     if (/^[A-Za-z0-9_-]{1,64}$/.test(name)) window.location.assign("/chat/" + encodeURIComponent(name));
   });
 
+  // Logging out closes this socket (4401) before the answer arrives: no refresh, no sign-in redirect then,
+  // which would race the logout's own navigation (and the refresh is refused: the sign-in has ended).
+  const logoutForm = document.querySelector('form[action="/logout"]');
+  if (logoutForm) logoutForm.addEventListener("submit", () => { stopped = true; });
   window.addEventListener("pagehide", () => { stopped = true; if (socket) socket.close(1000); });
   rooms();
   setState("connecting");

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from tests.conftest import FakeIdP, SettingsFactory, SignIn
+from tests.conftest import PAGE_REFRESH, FakeIdP, SettingsFactory, SignIn
 
 HTTPS_URL = "https://gateway.test"
 
@@ -37,7 +37,7 @@ def _responses(test_client: TestClient, sign_in: SignIn) -> dict[str, httpx.Resp
     answers["chat page"] = test_client.get("/chat")
     answers["session probe"] = test_client.get("/auth/session")
     answers["unknown room"] = test_client.get("/chat/no.such.room")
-    answers["refresh"] = test_client.post("/auth/refresh")
+    answers["refresh"] = test_client.post("/auth/refresh", headers=PAGE_REFRESH)
     assert answers["callback"].status_code == 303 and answers["chat page"].status_code == 200
     assert answers["callback without state"].status_code == answers["unknown room"].status_code == 400
     return answers

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from gateway.security import CHAT_PROTOCOL, K8S_TOKEN_PREFIX
+from gateway.security import CHAT_PROTOCOL, K8S_TOKEN_PREFIX, REFRESH_HEADER
 from tests.conftest import SECRET, FakeIdP
 from tests.security.conftest import Live
 from tests.test_chat_socket import joined, next_frame
@@ -108,7 +108,7 @@ async def test_no_secret_of_a_full_session_is_logged(live: Live, idp: FakeIdP,
         assert done.status_code == 303
         found += _set_cookie_values(done)
         # Refresh: new tokens and cookies.
-        refreshed = await browser.post("/auth/refresh")
+        refreshed = await browser.post("/auth/refresh", headers={"Origin": live.origin, REFRESH_HEADER: "1"})
         assert refreshed.status_code == 204
         found += _set_cookie_values(refreshed)
         cookie = f"gateway_token={browser.cookies['gateway_token']}"
