@@ -1,4 +1,4 @@
-"""Who may use the gateway once signed in (CONTRACT §4 "valid but not allowed"): allow-lists, required
+"""Who may use the gateway once signed in (403: valid but not allowed): allow-lists, required
 scopes and per-room rules. No web framework here.
 
 - The allow-lists (emails, email domains, users, groups) are alternatives: a principal matching any

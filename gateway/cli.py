@@ -1,4 +1,4 @@
-"""`gateway demo | serve | check-config` (CONTRACT §1)."""
+"""`gateway demo | serve | check-config`."""
 
 from __future__ import annotations
 

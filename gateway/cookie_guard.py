@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("gateway.auth")
 
-GATEWAY_COOKIE = re.compile(r"(?:__Host-|__Secure-)?gateway_[a-z]+(?:\.[0-9]{1,2})?")
+GATEWAY_COOKIE = re.compile(r"\A(?:__Host-|__Secure-)?gateway_[a-z]+(?:\.[0-9]{1,2})?\Z")
 PATH_SEGMENT = re.compile(r"/[A-Za-z0-9._~-]{1,64}")
 ROUTE_PATHS = ("/", "/auth", "/auth/refresh", "/logout")  # where the gateway's own cookies live
 

@@ -43,7 +43,7 @@ MAX_CHUNKS = -(-MAX_TOKEN_COOKIES_BYTES // CHUNK_BYTES)
 MAX_PLAINTEXT_BYTES = 64 * 1024  # what a compressed seal may inflate to
 # A Fernet token as Fernet writes it. Its decoder is lenient (it skips stray characters and ignores what
 # follows the padding), so a value with junk around a genuine seal would open: only the canonical form does.
-FERNET_TOKEN = re.compile(r"(?:[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?")
+FERNET_TOKEN = re.compile(r"\A(?:[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?\Z")
 
 
 def derive_key(secret: str, purpose: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Running the app under uvicorn with the WebSocket settings the contract needs (CONTRACT §5)."""
+"""Running the app under uvicorn with the WebSocket settings the chat protocol needs (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sign-in flow (CONTRACT §3): login page, redirect to the provider, callback, logout, session probe."""
+"""The sign-in flow: login page, redirect to the provider, callback, logout, session probe."""
 
 from __future__ import annotations
 

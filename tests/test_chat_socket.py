@@ -1,5 +1,5 @@
-"""WS /ws/{room} against a real uvicorn: refusals before accept as HTTP responses (CONTRACT §4), then the
-frames and close codes of CONTRACT §5 and §6."""
+"""WS /ws/{room} against a real uvicorn: refusals before accept as HTTP responses (README, "Credentials"), then the
+frames and close codes of docs/protocol.md."""
 
 from __future__ import annotations
 

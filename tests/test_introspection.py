@@ -1,4 +1,4 @@
-"""IntrospectionValidator (RFC 7662, CONTRACT §4): what each introspection answer means."""
+"""IntrospectionValidator (RFC 7662): what each introspection answer means."""
 
 from __future__ import annotations
 

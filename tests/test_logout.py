@@ -1,4 +1,4 @@
-"""POST /logout (CONTRACT §3): CSRF, every cookie cleared, revocation at the provider (RFC 7009) that never
+"""POST /logout: CSRF, every cookie cleared, revocation at the provider (RFC 7009) that never
 holds a logout up, and RP-initiated logout by an auto-submitted POST form."""
 
 from __future__ import annotations

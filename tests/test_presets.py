@@ -1,4 +1,4 @@
-"""Provider presets (CONTRACT §2): the env lines a user writes, what they expand to, and each preset's
+"""Provider presets: the env lines a user writes, what they expand to, and each preset's
 validator against the provider's documented example answers, quirks included."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Several providers at once (CONTRACT §3, §4): the login page offers each; the cookie records who issued
+"""Several providers at once: the login page offers each; the cookie records who issued
 its token; a header JWT goes to the provider its `iss` names, an opaque one to GATEWAY_DEFAULT_PROVIDER;
 a token from one provider never validates at another."""
 

@@ -1,4 +1,4 @@
-"""Safe `next` (CONTRACT §3): oauth2-proxy's open-redirect corpus, unit by unit and through the login flow."""
+"""Safe `next`: oauth2-proxy's open-redirect corpus, unit by unit and through the login flow."""
 
 from __future__ import annotations
 

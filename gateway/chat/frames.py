@@ -1,4 +1,4 @@
-"""Client frames of protocol gateway.chat.v1 (CONTRACT §5): decoding and validation."""
+"""Client frames of protocol gateway.chat.v1 (docs/protocol.md): decoding and validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The chat page and the chat socket (CONTRACT §5, §6)."""
+"""The chat page and the chat socket (docs/protocol.md)."""
 
 from __future__ import annotations
 

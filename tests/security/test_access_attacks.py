@@ -1,4 +1,4 @@
-"""Access control end to end, against a real uvicorn (CONTRACT §4 "valid but not allowed", §6 4403):
+"""Access control end to end, against a real uvicorn (403 "valid but not allowed", close 4403):
 allow-list tricks, the groups claim, required scopes, room rules at the handshake and on the page, and
 access lost on an open socket — by the session watch and by the per-message check."""
 

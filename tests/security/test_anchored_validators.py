@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import gateway
+from gateway.cookie_guard import PATH_SEGMENT
 from gateway.access import _LIST_SEPARATORS, ROOM_NAME
 from gateway.chat.history import parse_id
 from gateway.config import HOSTNAME, PROVIDER_NAME
@@ -58,7 +59,8 @@ def module_patterns() -> dict[int, tuple[str, re.Pattern[str]]]:
 def test_every_validating_pattern_is_anchored_at_both_ends() -> None:
     # Future patterns too: anchored with \A...\Z, not even `.match()` or `.search()` can be fooled.
     # Patterns that find something inside a value (to refuse, split or escape it) validate nothing.
-    searches = {id(_LIST_SEPARATORS), id(_DOT_SEGMENT), id(_UNSAFE), id(_JSON_UNSAFE), id(_LONE_SURROGATE)}
+    searches = {id(_LIST_SEPARATORS), id(_DOT_SEGMENT), id(_UNSAFE), id(_JSON_UNSAFE), id(_LONE_SURROGATE),
+                id(PATH_SEGMENT)}
     validators = {key: found for key, found in module_patterns().items() if key not in searches}
     assert {id(pattern) for pattern, _ in PATTERNS.values()} <= set(validators), "a validator moved: update PATTERNS"
     unanchored = [name for name, pattern in validators.values()

@@ -1,4 +1,4 @@
-"""Attacks with frames on an open chat socket (CONTRACT §5, §6), against a real uvicorn: oversized,
+"""Attacks with frames on an open chat socket (docs/protocol.md), against a real uvicorn: oversized,
 binary, non-JSON and pathological JSON frames end the socket with their close code (never a dropped
 connection, never an error log), and a flood is refused then closed with 4429.
 """

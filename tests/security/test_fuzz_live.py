@@ -29,7 +29,7 @@ LIVE = settings(max_examples=250, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 TIMEOUT = 5.0
 GOOD_KEY = base64.b64encode(b"0123456789abcdef").decode()
-# The codes a server-ended socket may carry (CONTRACT §6), plus 1002: websockets' own answer to a
+# The codes a server-ended socket may carry (docs/protocol.md, "Closing"), plus 1002: websockets' own answer to a
 # protocol violation (bad opcode, RSV bits, unmasked or oversized control frames, orphan continuations).
 SERVER_CLOSE_CODES = {1000, 1002, 1003, 1007, 1009, 4408, 4429}
 

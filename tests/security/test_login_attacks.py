@@ -1,4 +1,4 @@
-"""Attacks on sign-in (CONTRACT §3): replayed, foreign, missing and forged `state`; open redirects through
+"""Attacks on sign-in: replayed, foreign, missing and forged `state`; open redirects through
 `next`; tampered, foreign-purpose and retired-key token cookies.
 
 A refused callback must be refused *before* the code is exchanged (the token endpoint is not called) and
