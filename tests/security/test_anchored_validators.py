@@ -16,10 +16,10 @@ import pytest
 from starlette.testclient import TestClient
 
 import gateway
-from gateway.cookie_guard import PATH_SEGMENT
 from gateway.access import _LIST_SEPARATORS, ROOM_NAME
 from gateway.chat.history import parse_id
 from gateway.config import HOSTNAME, PROVIDER_NAME
+from gateway.cookie_guard import PATH_SEGMENT
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.logout import HOST_PORT
 from gateway.logs import _INCOMING_ID, _JSON_UNSAFE, _UNSAFE
