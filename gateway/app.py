@@ -20,6 +20,7 @@ from gateway.authenticator import Authenticator
 from gateway.chat.broker import Broker, MemoryBroker
 from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits
+from gateway.chat.quota import HistoryQuota
 from gateway.chat.redis_broker import RedisBroker
 from gateway.config import Settings
 from gateway.cookie_guard import DuplicateCookieGuard
@@ -67,10 +68,11 @@ class Gateway:
 
 def make_broker(settings: Settings) -> Broker:
     """memory:// keeps presence here and history in SQLite; redis://… shares both between instances."""
+    quota = HistoryQuota(settings.history_max_rooms, settings.history_rooms_per_user, settings.history_max_bytes)
     if settings.uses_redis:
         return RedisBroker(settings.broker_url, settings.redis_prefix, settings.history_limit,
-                           settings.presence_ttl)
-    return MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit))
+                           settings.presence_ttl, quota=quota)
+    return MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit, quota=quota))
 
 
 def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:

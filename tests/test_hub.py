@@ -461,3 +461,60 @@ async def test_joins_read_the_room_from_memory_after_the_first(tmp_path: Path) -
         assert hub.tails.store_reads == 2
     finally:
         await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_history_limits_refuse_with_history_full_and_store_nothing(tmp_path: Path) -> None:
+    from gateway.chat.quota import HistoryQuota
+
+    history = SqliteHistory(tmp_path / "h.sqlite3", quota=HistoryQuota(max_rooms=4, rooms_per_user=2,
+                                                                          max_bytes=1 << 20))
+    hub = Hub(MemoryBroker(history), HubLimits(message_rate=1000, message_burst=1000, presence_settle=0))
+    await hub.start()
+    try:
+        async def post(name: str, room: str, text: str = "hi") -> list[dict[str, Any]]:
+            member = hub.member(room, user(name))
+            await hub.join(member)
+            frames(member)
+            await hub.post(member, text, f"{name}-{room}-{len(text)}")
+            await hub.leave(member)
+            return [f for f in frames(member) if f["type"] in ("ack", "error")]
+
+        assert (await post("a", "r1"))[0]["type"] == "ack"
+        assert (await post("a", "r2"))[0]["type"] == "ack"
+        refused = (await post("a", "r3"))[0]
+        assert refused["code"] == "history_full" and "24 hours" in refused["message"]
+        assert (await post("a", "r1", "again"))[0]["type"] == "ack"  # rooms that exist stay open to them
+        assert (await post("b", "r3"))[0]["type"] == "ack"  # another user is not held back
+        assert (await post("b", "r4"))[0]["type"] == "ack"
+        full = (await post("c", "r5"))[0]
+        assert full["code"] == "history_full" and "at most 4 rooms" in full["message"]
+        assert (await hub.broker.page("r5", None, 10)).messages == []
+        assert (await hub.broker.page("r3", None, 10)).messages[0]["user"]["id"] == "idp:b"
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_history_bytes_are_counted_across_restarts_and_pruning(tmp_path: Path) -> None:
+    from gateway.chat.quota import HistoryQuota
+
+    quota = HistoryQuota(max_bytes=1 << 20)
+    path = tmp_path / "h.sqlite3"
+    history = SqliteHistory(path, limit_per_room=5, quota=quota)
+    await history.open()
+    for i in range(20):
+        await history.append("r", user("a"), "x" * 1000, None)
+    kept = history.ledger.bytes
+    await history.close()
+    assert 5 * 1000 < kept < 5 * 1200  # the 15 pruned ones no longer count
+    again = SqliteHistory(path, limit_per_room=5, quota=HistoryQuota(max_bytes=kept + 500))
+    await again.open()
+    try:
+        assert again.ledger.bytes == kept
+        from gateway.chat.quota import HistoryFull
+
+        with pytest.raises(HistoryFull, match="GATEWAY_HISTORY_MAX_BYTES"):
+            await again.append("other", user("a"), "y" * 1000, None)
+    finally:
+        await again.close()

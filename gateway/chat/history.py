@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.chat.quota import HistoryQuota, RoomLedger
 from gateway.errors import GatewayError
 
 T = TypeVar("T")
@@ -70,9 +71,10 @@ class Page:
 
 class SqliteHistory:
     def __init__(self, path: str | Path, limit_per_room: int = 10_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, quota: HistoryQuota | None = None) -> None:
         self.path = str(path)
         self.limit = limit_per_room
+        self.ledger = RoomLedger(quota or HistoryQuota())
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-history")
         self._db: sqlite3.Connection | None = None
@@ -93,6 +95,7 @@ class SqliteHistory:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        self.ledger.open(db)
         row = db.execute("SELECT ms, seq FROM messages ORDER BY ms DESC, seq DESC LIMIT 1").fetchone()
         if row:
             self._last = (row[0], row[1])
@@ -125,29 +128,40 @@ class SqliteHistory:
                                    "text": text, "ts": ms}
         if client_id is not None:
             message["client_id"] = client_id
+        body = json.dumps(message, ensure_ascii=False)
+        size = len(body.encode())
         db.execute("BEGIN IMMEDIATE")
         try:
+            self.ledger.admit(db, room, user["id"], size, ms)  # HistoryFull: nothing stored
             db.execute("INSERT INTO messages (room, ms, seq, user_id, body, client_id) VALUES (?, ?, ?, ?, ?, ?)",
-                       (room, ms, seq, user["id"], json.dumps(message, ensure_ascii=False), client_id))
-            self._prune(db, room)
+                       (room, ms, seq, user["id"], body, client_id))
+            size -= self._prune(db, room)
             db.execute("COMMIT")
+            self.ledger.committed(size)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return Stored(message, duplicate=False)
 
-    def _prune(self, db: sqlite3.Connection, room: str) -> None:
+    def _prune(self, db: sqlite3.Connection, room: str) -> int:
+        """Drop what is over the room's bound; the bytes dropped."""
         boundary = db.execute(
             "SELECT ms, seq FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?",
             (room, self.limit),
         ).fetchone()
         if boundary is None:
-            return
+            return 0
+        dropped = db.execute(
+            "SELECT COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM messages "
+            "WHERE room = ? AND (ms < ? OR (ms = ? AND seq <= ?))",
+            (room, boundary[0], boundary[0], boundary[1])).fetchone()[0]
+        self.ledger.pruned(db, room, dropped)
         db.execute("DELETE FROM messages WHERE room = ? AND (ms < ? OR (ms = ? AND seq <= ?))",
                    (room, boundary[0], boundary[0], boundary[1]))
         db.execute("INSERT INTO pruned (room, ms, seq) VALUES (?, ?, ?) "
                    "ON CONFLICT(room) DO UPDATE SET ms = excluded.ms, seq = excluded.seq",
                    (room, boundary[0], boundary[1]))
+        return int(dropped)
 
     async def page(self, room: str, after: str | None, limit: int) -> Page:
         """The last `limit` messages (after=None), or the first `limit` kept after `after`, oldest first."""

@@ -21,6 +21,7 @@ from gateway.chat.frames import encode, error_frame
 from gateway.chat.history import Page, StoreUnavailable, parse_id
 from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
+from gateway.chat.quota import HistoryFull
 from gateway.chat.tail import RoomTails
 from gateway.limits import KeyedBuckets, TokenBucket
 
@@ -195,6 +196,9 @@ class Hub:
             stored = await self.broker.publish(member.room, member.user, text, client_id)
         except StoreUnavailable:
             member.outbox.put(error_frame("store_unavailable", "the message was not stored; send it again"))
+            return
+        except HistoryFull as exc:
+            member.outbox.put(error_frame(exc.code, exc.detail))
             return
         if client_id is not None:
             # Only now: an ack means the message is stored (a resend gets the first id).

@@ -23,14 +23,26 @@ from redis.exceptions import RedisError
 
 from gateway.chat.broker import Deliver, Event
 from gateway.chat.history import Page, Stored, StoreUnavailable, parse_id
+from gateway.chat.quota import HistoryQuota
 
 log = logging.getLogger("gateway.redis")
 
-# KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] maxlen, ARGV[2] body, ARGV[3] dedupe ttl, ARGV[4] "1" to dedupe
+# KEYS[1] stream, KEYS[2] dedupe key, KEYS[3] rooms hash (room -> who started it), KEYS[4] the rooms this
+# user started (zset by ms); ARGV[1] maxlen, ARGV[2] body, ARGV[3] dedupe ttl, ARGV[4] "1" to dedupe,
+# ARGV[5] room, ARGV[6] user id, ARGV[7] now ms, ARGV[8] max rooms, ARGV[9] rooms per user per day.
+# Returns {1, id} stored, {0, first id} a resend, {-1, ''} too many rooms, {-2, ''} too many for this user.
 PUBLISH = """
 if ARGV[4] == '1' then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
+end
+if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 0 then
+  if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[8]) then return {-1, ''} end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[7]) - 86400000)
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[9]) then return {-2, ''} end
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], 86400000)
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', KEYS[2], id, 'EX', ARGV[3]) end
@@ -68,7 +80,8 @@ def _decode(value: Any) -> str:
 class RedisBroker:
     def __init__(self, url: str, prefix: str = "gateway:", history_limit: int = 10_000,
                  presence_ttl: float = 30.0, dedupe_ttl: int = 86_400, block_ms: int = 500,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, quota: HistoryQuota | None = None) -> None:
+        self.quota = quota or HistoryQuota()
         self.url = url
         self.prefix = prefix
         self.history_limit = history_limit
@@ -159,8 +172,13 @@ class RedisBroker:
         dedupe = self._dedupe(user["id"], client_id) if client_id is not None else self._dedupe(user["id"], "-")
         try:
             fresh, message_id = await self._publish(
-                keys=[self._stream(room), dedupe],
-                args=[self.history_limit, body, self.dedupe_ttl, "1" if client_id is not None else "0"])
+                keys=[self._stream(room), dedupe, f"{self.prefix}rooms", f"{self.prefix}started:{user['id']}"],
+                args=[self.history_limit, body, self.dedupe_ttl, "1" if client_id is not None else "0", room,
+                      user["id"], int(self._clock() * 1000), self.quota.max_rooms, self.quota.rooms_per_user])
+            if fresh < 0:
+                refusal = (self.quota.too_many_rooms(self.quota.max_rooms) if fresh == -1
+                           else self.quota.too_many_for(self.quota.rooms_per_user))
+                raise refusal or StoreUnavailable("history limits: unexpected answer")
             message_id = _decode(message_id)
             if fresh:
                 return Stored({"type": "message", "id": message_id, "room": room, "user": user, "text": text,
