@@ -503,7 +503,7 @@ async def test_history_bytes_are_counted_across_restarts_and_pruning(tmp_path: P
     path = tmp_path / "h.sqlite3"
     history = SqliteHistory(path, limit_per_room=5, quota=quota)
     await history.open()
-    for i in range(20):
+    for _ in range(20):
         await history.append("r", user("a"), "x" * 1000, None)
     kept = history.ledger.bytes
     await history.close()

@@ -1,4 +1,4 @@
-"""History exhaustion: one user at the default rate limits starting a new room per message (about 1–1.7 GiB a
+"""History exhaustion: one user at the default rate limits starting a new room per message (about 1 to 1.7 GiB a
 day before the limits). Rooms per user per day, rooms in total and bytes in total are capped."""
 
 from __future__ import annotations
