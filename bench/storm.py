@@ -32,12 +32,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ class Fleet:
         self.pending = 0
         self.storming = False
         self.failures: Counter[str] = Counter()
+        self.posted: dict[str, list[str]] = {}  # every message id posted, by room, in order
+
+    def after(self, room: str, last_id: str) -> list[str] | None:
+        """What a resume after `last_id` must return (None: not known)."""
+        ids = self.posted.get(room, [])
+        return ids[ids.index(last_id) + 1:] if last_id in ids else None
 
     def reset(self) -> None:
         self.counts = {}
@@ -77,8 +84,8 @@ class Fleet:
 class Client:
     """One user's socket; frames are looked at as bytes, JSON decoded only where the check needs the body."""
 
-    __slots__ = ("acks", "back_at", "fleet", "head", "history_ids", "last_id", "presence", "presence_frames",
-                 "room", "socket", "state", "user", "user_id", "welcomed")
+    __slots__ = ("acks", "back_at", "expected", "fleet", "head", "history_ids", "last_id", "presence",
+                 "presence_frames", "room", "socket", "state", "user", "user_id", "welcomed")
 
     def __init__(self, fleet: Fleet, user: str, room: str, headers: Sequence[tuple[str, str]]) -> None:
         self.fleet = fleet
@@ -94,11 +101,13 @@ class Client:
         self.presence_frames = 0
         self.last_id = ""
         self.history_ids: list[str] | None = None
+        self.expected: list[str] | None = None  # the resumed history it must get
         self.acks: list[str] = []
 
     # --- the phases ---------------------------------------------------------------------------------------
 
     def begin(self) -> None:
+        self.expected = self.fleet.after(self.room, self.last_id)
         self.socket = None
         self.state = PENDING
         self.welcomed = False
@@ -243,6 +252,7 @@ class Storm:
     presence_mismatches: int | None = None
     mismatch_example: str = ""
     resume_errors: int | None = None
+    unsettled: str = ""
     provider_calls: int = 0
 
 
@@ -253,6 +263,15 @@ def path_of(fleet: Fleet, client: Client, after: bool) -> str:
     return f"{base}?after={client.last_id}" if after and client.last_id else base
 
 
+async def wait_until_async(count: Callable[[], Awaitable[int]], within: float, every: float = 0.1) -> None:
+    """Until `count()` is 0, at most `within` s."""
+    deadline = time.monotonic() + within
+    while await count():
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(every)
+
+
 async def wait_until(done: Callable[[], bool], within: float, every: float = 0.05) -> None:
     deadline = time.monotonic() + within
     while not done():
@@ -261,19 +280,40 @@ async def wait_until(done: Callable[[], bool], within: float, every: float = 0.0
         await asyncio.sleep(every)
 
 
-async def settle(fleet: Fleet, quiet: float, within: float, samples: list[int] | None = None) -> float:
-    """Wait until no frame has arrived for `quiet` s (at most `within` s); the time of the last frame."""
-    last, since = -1, time.monotonic()
-    deadline = since + within
-    while time.monotonic() < deadline:
+async def hub_sockets(server: common.Proc) -> int:
+    stats = await asyncio.to_thread(common.get_json, f"{server.url}/bench/stats")
+    return int(stats["sockets"])
+
+
+async def settle(fleet: Fleet, quiet: float, within: float, samples: list[int] | None = None) -> tuple[float, str]:
+    """Until no frame has arrived for `quiet` s, the server was idle meanwhile (under 20 % of a core), and
+    (gateway) its hub holds as many sockets as the clients have open: no close or leave still on its way.
+    At most `within` s. (The time of the last frame, "" or what had not settled.)"""
+    server = fleet.server
+    frames, last_frame = fleet.frames, time.monotonic()
+    window, window_cpu = last_frame, server.cpu_seconds()
+    deadline = last_frame + within
+    why = "frames still arriving"
+    while True:
         await asyncio.sleep(0.05)
+        now = time.monotonic()
         if samples is not None:
-            samples.append(fleet.server.rss_kib())
-        if fleet.frames != last:
-            last, since = fleet.frames, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            break
-    return since
+            samples.append(server.rss_kib())
+        if fleet.frames != frames:
+            frames, last_frame = fleet.frames, now
+            window, window_cpu = now, server.cpu_seconds()
+        elif now - window >= quiet:
+            busy = (server.cpu_seconds() - window_cpu) / (now - window)
+            held = open_now = 0
+            if not fleet.bare:
+                held, open_now = await hub_sockets(server), sum(1 for c in fleet.clients if c.open_now)
+            if busy < 0.2 and held == open_now:
+                return last_frame, ""
+            why = (f"server busy ({100 * busy:.0f}% of a core)" if busy >= 0.2 else
+                   f"the server holds {held:,} sockets, the clients {open_now:,}")
+            window, window_cpu = time.monotonic(), server.cpu_seconds()
+        if now > deadline:
+            return last_frame, f"not settled in {within:g} s: {why}"
 
 
 async def connect_all(fleet: Fleet, args: argparse.Namespace) -> str:
@@ -292,37 +332,51 @@ async def connect_all(fleet: Fleet, args: argparse.Namespace) -> str:
     await asyncio.gather(*(one(client) for client in fleet.clients))
     await wait_until(lambda: fleet.pending <= 0, args.timeout)
     back = time.monotonic() - started
-    end = await settle(fleet, args.quiet, 60)
+    end, why = await settle(fleet, args.quiet, 120)
     fleet.storming = False
     failed = sum(fleet.failures.values())
     note = f"; failures: {dict(fleet.failures)}" if failed else ""
     return (f"{fleet.name}: {len(fleet.clients) - failed:,} of {len(fleet.clients):,} connected in {back:.1f} s, "
-            f"quiet after {end - started:.1f} s ({fleet.frames:,} frames){note}")
+            f"quiet after {end - started:.1f} s ({fleet.frames:,} frames){note}{'; ' + why if why else ''}")
 
 
 async def post(fleet: Fleet, rooms: Sequence[str], count: int, cookies: dict[str, list[tuple[str, str]]],
                label: str) -> dict[str, list[str]]:
-    """`count` messages into each room from a poster socket of its own (user poster<N>): the ids, by room."""
+    """`count` messages into each room from a poster socket of its own (user poster<N>), acked: the ids, by
+    room. A poster the server closes (4408 if it joins during a wave of leaves) sends again (same client_id:
+    stored once), three tries."""
 
     async def one(room: str) -> list[str]:
-        acks: list[str] = []
-        got = asyncio.Event()
+        ids = [f"{label}-{room}-{number}" for number in range(count)]
+        acks: dict[str, str] = {}
+        for _ in range(3):
+            done = asyncio.Event()
 
-        def on_message(socket: LeanSocket, payload: bytes) -> None:
-            if payload.startswith(b'{"type":"ack"'):
-                acks.append(_json(payload)["id"])
-                if len(acks) == count:
-                    got.set()
+            def on_message(socket: LeanSocket, payload: bytes, done: asyncio.Event = done) -> None:
+                if payload.startswith(b'{"type":"ack"'):
+                    ack = _json(payload)
+                    acks[ack["client_id"]] = ack["id"]
+                    if len(acks) == count:
+                        done.set()
 
-        socket = await connect(HOST, fleet.server.port, f"/ws/{room}", [*cookies[room], PROTOCOL], on_message)
-        for number in range(count):
-            socket.send_text(json.dumps({"type": "message", "text": f"{label} {number}",
-                                         "client_id": f"{label}-{room}-{number}"}))
-        await asyncio.wait_for(got.wait(), 30)
-        await socket.close()
-        return acks
+            socket = await connect(HOST, fleet.server.port, f"/ws/{room}", [*cookies[room], PROTOCOL], on_message)
+            socket.closed.add_done_callback(lambda _, done=done: done.set())
+            for number, client_id in enumerate(ids):
+                if client_id not in acks:
+                    socket.send_text(json.dumps({"type": "message", "text": f"{label} {number}",
+                                                 "client_id": client_id}))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 60)
+            await socket.close()
+            if len(acks) == count:
+                break
+            print(f"! {fleet.name}: the poster in {room} got {len(acks)} of {count} acks (closed with "
+                  f"{socket.close_code}); again", flush=True)
+        return [acks[client_id] for client_id in ids if client_id in acks]
 
     ids = await asyncio.gather(*(one(room) for room in rooms))
+    for room, posted in zip(rooms, ids, strict=True):
+        fleet.posted.setdefault(room, []).extend(posted)
     return dict(zip(rooms, ids, strict=True))
 
 
@@ -415,7 +469,7 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
                 client.socket.abort()
     for task in tasks:
         task.cancel()
-    quiet = await settle(fleet, args.quiet, args.timeout, samples)
+    quiet, storm.unsettled = await settle(fleet, args.quiet, args.timeout, samples)
     fleet.storming = False
     window.stop()
     if profile is not None:
@@ -466,7 +520,7 @@ def check(fleet: Fleet, storm: Storm, away: dict[str, list[str]] | None) -> None
     storm.presence_mismatches = mismatches
     if away is not None:
         storm.resume_errors = sum(1 for members in rooms.values() for c in members
-                                  if c.history_ids != away[c.room])
+                                  if c.expected is not None and c.history_ids != c.expected)
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -485,9 +539,11 @@ async def run_fleet(fleet: Fleet, args: argparse.Namespace, stack: common.Stack,
         storm = Storm(fleet.name, mode)
         if not fleet.bare:  # real last ids: every client gets these
             posted = await post(fleet, rooms, args.messages, poster_cookies, f"before-{mode}")
-            await wait_until(lambda: all(not c.open_now or c.last_id == posted[c.room][-1]  # noqa: B023
+            await wait_until(lambda: all(not c.open_now or c.last_id in posted[c.room][-1:]  # noqa: B023
                                          for c in fleet.clients), 30)
-            await settle(fleet, args.quiet, 30)
+            _, why = await settle(fleet, args.quiet, 60)
+            if why:
+                print(f"! {fleet.name}: before the drop: {why}")
         await drop(fleet, mode, args, stack, storm)
         away = None
         if not fleet.bare:
@@ -495,6 +551,8 @@ async def run_fleet(fleet: Fleet, args: argparse.Namespace, stack: common.Stack,
                 refused, seconds = await warm_cache(fleet, cookies)
                 print(f"{fleet.name}: cache warmed again: {len(cookies):,} GET /auth/check in {seconds:.1f} s "
                       f"({refused} refused)", flush=True)
+            else:  # away: once the server has seen every client leave
+                await wait_until_async(lambda: hub_sockets(fleet.server), 60)
             away = await post(fleet, rooms, args.away, poster_cookies, f"away-{mode}")
         await reconnect(fleet, args, storm, provider)
         check(fleet, storm, away)
@@ -541,6 +599,8 @@ def report(storms: list[Storm], args: argparse.Namespace) -> int:
     for s in storms:
         for reason, n in s.failures.most_common():
             print(f"! {s.fleet}, {s.mode}: {n:,} × {reason}")
+        if s.unsettled:
+            print(f"! {s.fleet}, {s.mode}: {s.unsettled}")
         if s.mismatch_example:
             print(f"! {s.fleet}, {s.mode}: presence mismatch, e.g. {s.mismatch_example}")
         if s.other_types:
