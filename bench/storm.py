@@ -411,6 +411,16 @@ async def warm_cache(fleet: Fleet, cookies: Sequence[Sequence[tuple[str, str]]],
     return refused, time.monotonic() - started
 
 
+async def warm(fleet: Fleet, cookies: Sequence[Sequence[tuple[str, str]]], provider: common.Proc, what: str) -> str:
+    calls = common.provider_calls(provider).get("userinfo", 0)
+    cpu = fleet.server.cpu_seconds()
+    refused, seconds = await warm_cache(fleet, cookies)
+    cpu = fleet.server.cpu_seconds() - cpu
+    calls = common.provider_calls(provider).get("userinfo", 0) - calls
+    return (f"{fleet.name}: {what}: {len(cookies):,} GET /auth/check in {seconds:.1f} s, {calls:,} provider calls, "
+            f"server CPU {cpu:.1f} s ({1000 * cpu / max(len(cookies), 1):.1f} ms per token; {refused} refused)")
+
+
 async def drop(fleet: Fleet, mode: str, args: argparse.Namespace, stack: common.Stack, storm: Storm) -> None:
     sockets = [c.socket for c in fleet.clients if c.socket is not None and c.open_now]
     waiting = [s.closed for s in sockets] or [asyncio.get_running_loop().create_future()]
@@ -473,7 +483,9 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
     fleet.storming = False
     window.stop()
     if profile is not None:
-        profile.stop()
+        profile.stop(12)
+        for line in self_time(profile.out, 12):
+            print(f"  self {line}")
     storm.cpu_s = server.cpu_seconds() - cpu_before
     storm.rss_peak = max(samples)
     storm.rss_after = server.rss_kib()
@@ -496,6 +508,16 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
                                   if k not in named)
     storm.presence_per_client = sum(c.presence_frames for c in fleet.clients) / n
     storm.presence_max = max((c.presence_frames for c in fleet.clients), default=0)
+
+
+def self_time(folded: Path, top: int) -> list[str]:
+    """Where the samples were, innermost frame only (the function and line), from py-spy's folded output."""
+    found: Counter[str] = Counter()
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        found[stack.rsplit(";", 1)[-1].replace(str(common.ROOT) + "/", "")] += int(count)
+    total = max(sum(found.values()), 1)
+    return [f"{100 * n / total:5.1f}%  {name}" for name, n in found.most_common(top)]
 
 
 def check(fleet: Fleet, storm: Storm, away: dict[str, list[str]] | None) -> None:
@@ -528,9 +550,7 @@ def check(fleet: Fleet, storm: Storm, away: dict[str, list[str]] | None) -> None
 async def run_fleet(fleet: Fleet, args: argparse.Namespace, stack: common.Stack, provider: common.Proc,
                     cookies: Sequence[Sequence[tuple[str, str]]], rooms: Sequence[str]) -> list[Storm]:
     if not fleet.bare:
-        refused, seconds = await warm_cache(fleet, cookies)
-        print(f"{fleet.name}: cache warmed: {len(cookies):,} GET /auth/check in {seconds:.1f} s ({refused} refused)",
-              flush=True)
+        print(await warm(fleet, cookies, provider, "cache warmed"), flush=True)
     print(await connect_all(fleet, args), flush=True)
     poster_cookies = dict(zip(rooms, common.cookies(fleet.server, [f"poster{r}" for r in range(len(rooms))]),
                               strict=True))
@@ -548,9 +568,7 @@ async def run_fleet(fleet: Fleet, args: argparse.Namespace, stack: common.Stack,
         away = None
         if not fleet.bare:
             if mode == "restart":  # the cache is gone with the process: fill it again first
-                refused, seconds = await warm_cache(fleet, cookies)
-                print(f"{fleet.name}: cache warmed again: {len(cookies):,} GET /auth/check in {seconds:.1f} s "
-                      f"({refused} refused)", flush=True)
+                print(await warm(fleet, cookies, provider, "cache warmed again"), flush=True)
             else:  # away: once the server has seen every client leave
                 await wait_until_async(lambda: hub_sockets(fleet.server), 60)
             away = await post(fleet, rooms, args.away, poster_cookies, f"away-{mode}")
