@@ -15,13 +15,14 @@ storm measures the gateway, not the provider: the first connection of each user 
 15 min for the run), and after a restart, which empties it, one GET /auth/check per user fills it again
 before the storm (provider calls during the storms are printed: 0 expected).
 
-A storm lasts from the first reconnect until every client has its welcome and history ("back in"; the
-bare endpoint's clients: its one frame) and "quiet" until no frame has arrived for --quiet s. Every frame
-a client receives from its reconnect until quiet is counted by its JSON "type". After quiet, each
-client's presence list (the last `presence` frame's full list, with `join` and `leave` applied in order;
-coalesced forms are accepted too: `join`/`leave` with "users", `presence` with "joined"/"left") must equal
-the set of users connected to its room. Failures: refused handshakes, connection errors, clients not
-back within --timeout s, sockets closed by the server during the storm.
+A storm lasts from the first reconnect until every client has its welcome and history (its last page,
+if paged: "back in"; the bare endpoint's clients: its one frame), and "quiet" until no frame has arrived
+for --quiet s, the server is idle and its hub holds as many sockets as the clients have open. Every
+frame a client receives from its reconnect until quiet is counted by its JSON "type". After quiet, each
+client's presence list (a `presence` frame's full list replaces it whenever one comes; `join` and `leave`
+are applied in order; coalesced forms are accepted too: `join`/`leave` with "users", `presence` with
+"joined"/"left") must equal the set of users connected to its room. Failures: refused handshakes,
+connection errors, clients not back within --timeout s, sockets closed by the server during the storm.
 
 The bare baseline is a second bench/server.py process (the same build, middleware and protocol class)
 whose clients use WS /bench/storm-bare: accept, one small welcome-like frame, wait for the close.
@@ -189,12 +190,13 @@ class Client:
             self.user_id = _json(payload).get("user", {}).get("id", "")
             if fleet.bare:
                 self.back()
-        elif kind == b"history":
-            messages = _json(payload).get("messages", [])
-            self.history_ids = [m["id"] for m in messages]
-            if messages:
-                self.last_id = messages[-1]["id"]
-            if self.welcomed:
+        elif kind == b"history":  # maybe in pages: each but the last has "more": true
+            frame = _json(payload)
+            ids = [m["id"] for m in frame.get("messages", [])]
+            self.history_ids = ids if self.history_ids is None else self.history_ids + ids
+            if ids:
+                self.last_id = ids[-1]
+            if self.welcomed and not frame.get("more"):
                 self.back()
         elif kind.startswith(b"presence"):
             self.presence_frames += 1
