@@ -64,6 +64,8 @@ class Fleet:
         self.bare = bare
         self.clients: list[Client] = []
         self.counts: dict[bytes, int] = {}
+        self.sizes: dict[bytes, int] = {}  # payload bytes by type
+        self.lists: dict[bytes, frozenset[str]] = {}  # full presence lists seen, by their frame's bytes
         self.frames = 0
         self.pending = 0
         self.storming = False
@@ -77,6 +79,8 @@ class Fleet:
 
     def reset(self) -> None:
         self.counts = {}
+        self.sizes = {}
+        self.lists = {}
         self.frames = 0
         self.failures = Counter()
         self.pending = len(self.clients)
@@ -98,7 +102,7 @@ class Client:
         self.back_at = 0.0
         self.welcomed = False
         self.user_id = ""
-        self.presence: set[str] = set()
+        self.presence: set[str] | frozenset[str] = set()
         self.presence_frames = 0
         self.last_id = ""
         self.history_ids: list[str] | None = None
@@ -109,6 +113,7 @@ class Client:
 
     def begin(self) -> None:
         self.expected = self.fleet.after(self.room, self.last_id)
+        self.back_at = 0.0
         self.socket = None
         self.state = PENDING
         self.welcomed = False
@@ -153,7 +158,8 @@ class Client:
         if self.fleet.storming:
             code = closed.result()
             when = "before its history" if self.state == PENDING else "after settling"
-            self.fail(f"closed by the server {when} ({code if code is not None else 'no close frame'})")
+            reason = f" {self.socket.close_reason!r}" if self.socket.close_reason else ""
+            self.fail(f"closed by the server {when} ({code if code is not None else 'no close frame'}{reason})")
 
     @property
     def open_now(self) -> bool:
@@ -170,6 +176,8 @@ class Client:
             kind = str(_json(payload).get("type", "?")).encode()
         counts = fleet.counts
         counts[kind] = counts.get(kind, 0) + 1
+        sizes = fleet.sizes
+        sizes[kind] = sizes.get(kind, 0) + len(payload)
         if kind == b"join" or kind == b"leave":
             self.presence_frames += 1
             start = payload.find(USER_KEY)
@@ -177,10 +185,11 @@ class Client:
                 start += len(USER_KEY)
                 user_id = payload[start:payload.find(b'"', start)]
                 if b"\\" not in user_id:
+                    presence = self.mutable_presence()
                     if kind == b"join":
-                        self.presence.add(user_id.decode())
+                        presence.add(user_id.decode())
                     else:
-                        self.presence.discard(user_id.decode())
+                        presence.discard(user_id.decode())
                     return
             self.presence_change(kind, _json(payload))
         elif kind == b"message":
@@ -200,25 +209,40 @@ class Client:
                 self.back()
         elif kind.startswith(b"presence"):
             self.presence_frames += 1
-            self.presence_change(kind, _json(payload))
+            # A full list goes to every socket of the room as the same bytes: decoded once per fleet.
+            known = fleet.lists.get(payload)
+            if known is None:
+                frame = _json(payload)
+                if "users" not in frame or "joined" in frame or "left" in frame:
+                    self.presence_change(kind, frame)
+                    return
+                known = fleet.lists[payload] = frozenset(user["id"] for user in frame["users"])
+            self.presence = known
         elif kind == b"ack":
             self.acks.append(_json(payload)["id"])
+
+    def mutable_presence(self) -> set[str]:
+        if isinstance(self.presence, frozenset):  # shared with the room's other sockets: copy on write
+            self.presence = set(self.presence)
+        return self.presence
 
     def presence_change(self, kind: bytes, frame: dict[str, Any]) -> None:
         if kind == b"join" or kind == b"leave":
             users = [frame["user"]] if "user" in frame else frame.get("users", [])
+            presence = self.mutable_presence()
             for user in users:
                 if kind == b"join":
-                    self.presence.add(user["id"])
+                    presence.add(user["id"])
                 else:
-                    self.presence.discard(user["id"])
+                    presence.discard(user["id"])
             return
         if "users" in frame:  # a full list: replaces what we had, whenever it comes
             self.presence = {user["id"] for user in frame["users"]}
+        presence = self.mutable_presence()
         for user in frame.get("joined", ()):
-            self.presence.add(user["id"])
+            presence.add(user["id"])
         for user in frame.get("left", ()):
-            self.presence.discard(user["id"])
+            presence.discard(user["id"])
 
 
 def _json(payload: bytes) -> dict[str, Any]:
@@ -244,6 +268,8 @@ class Storm:
     counts: dict[str, float] = field(default_factory=dict)
     presence_per_client: float = 0.0
     presence_max: int = 0
+    presence_kib: float = 0.0
+    total_kib: float = 0.0
     other_types: str = ""
     cpu_s: float = 0.0
     rss_before: int = 0
@@ -494,7 +520,7 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
     storm.client_pct = window.client_pct
     storm.others = window.others()
     storm.provider_calls = common.provider_calls(provider).get("userinfo", 0) - calls
-    back = [c.back_at - started for c in fleet.clients if c.state == BACK]
+    back = [c.back_at - started for c in fleet.clients if c.back_at]  # closed later or not: they came back
     if back:
         storm.back_s = max(back)
         storm.p50_s = statistics.median(back)
@@ -509,6 +535,9 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
     storm.other_types = ", ".join(f"{k.decode()} {v:,}" for k, v in sorted(fleet.counts.items())
                                   if k not in named)
     storm.presence_per_client = sum(c.presence_frames for c in fleet.clients) / n
+    presence_kinds = [k for k in fleet.sizes if k in (b"join", b"leave") or k.startswith(b"presence")]
+    storm.presence_kib = sum(fleet.sizes[k] for k in presence_kinds) / n / 1024
+    storm.total_kib = sum(fleet.sizes.values()) / n / 1024
     storm.presence_max = max((c.presence_frames for c in fleet.clients), default=0)
 
 
@@ -610,12 +639,13 @@ def report(storms: list[Storm], args: argparse.Namespace) -> int:
     rows = []
     for s in storms:
         rows.append([s.fleet, s.mode, *(f"{s.counts.get(k, 0):.2f}" for k in KINDS), f"{s.presence_per_client:.2f}",
-                     s.presence_max, "-" if s.presence_mismatches is None else s.presence_mismatches,
+                     s.presence_max, f"{s.presence_kib:.1f}", f"{s.total_kib:.1f}",
+                     "-" if s.presence_mismatches is None else s.presence_mismatches,
                      "-" if s.resume_errors is None else s.resume_errors, s.provider_calls])
-    common.table(rows, ["server", "drop", *KINDS, "presence frames", "max", "presence mismatches", "resume errors",
-                        "provider calls"])
+    common.table(rows, ["server", "drop", *KINDS, "presence frames", "max", "presence KiB", "all KiB",
+                        "presence mismatches", "resume errors", "provider calls"])
     print("frames per client from its reconnect until quiet, by JSON type; presence frames = presence + join + "
-          "leave (+ other presence* types)")
+          "leave (+ other presence* types); KiB: their payload per client")
     for s in storms:
         for reason, n in s.failures.most_common():
             print(f"! {s.fleet}, {s.mode}: {n:,} × {reason}")
@@ -681,6 +711,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--close-timeout", type=float, default=10.0, help="s to wait for the server's close frames")
     parser.add_argument("--quiet", type=float, default=0.5, help="s without a frame: the storm is over")
     parser.add_argument("--concurrency", type=int, default=500, help="handshakes at a time for the first connection")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     parser.add_argument("--profile", type=Path, help="a directory: py-spy records the servers during each storm")
     args = parser.parse_args(argv[1:])
     if set(args.modes) - {"close", "restart"}:
@@ -688,5 +719,7 @@ def main(argv: list[str]) -> int:
     common.become_load_generator(args.clients + 2000)
     common.use_uvloop()
     common.header("storm", argv)
-    with common.Stack() as stack:
+    with common.Stack(keep=args.keep) as stack:
+        if args.keep:
+            print(f"# work directory (logs): {stack.workdir}")
         return asyncio.run(measure(args, stack))
