@@ -50,13 +50,23 @@ def pinning() -> bool:
     return cores() >= 2 and shutil.which("taskset") is not None
 
 
-def become_load_generator() -> None:
-    """The bench script itself is the load generator: core 1, and descriptors for thousands of sockets."""
+def become_load_generator(descriptors: int = 0) -> None:
+    """The bench script itself is the load generator: core 1, and descriptors for thousands of sockets:
+    the soft limit raised to the hard one, and the hard one to `descriptors` when that is more and this
+    process may (root, up to fs.nr_open). The servers started afterwards inherit the limit."""
     if pinning():
         os.sched_setaffinity(0, {CLIENT_CORE})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if descriptors > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+            return
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+
+
+def descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def use_uvloop() -> None:
@@ -123,6 +133,9 @@ class Proc:
     log: Path
     url: str = ""
     port: int = 0
+    argv: Sequence[str] = ()  # how it was started (without --port), for restart()
+    env: dict[str, str] | None = None
+    core: int | None = None
 
     @property
     def pid(self) -> int:
@@ -177,9 +190,18 @@ def start(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str] | N
     with log.open("ab") as sink:
         process = subprocess.Popen(command, cwd=ROOT, env=env or dict(os.environ), stdout=sink,
                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    proc = Proc(name, process, log, f"http://127.0.0.1:{port}", port)
+    proc = Proc(name, process, log, f"http://127.0.0.1:{port}", port, tuple(argv), env, core)
     wait_port(proc)
     return proc
+
+
+def wait_ready(proc: Proc, timeout: float = 30.0) -> None:
+    """A gateway answers /readyz once its provider's discovery is loaded."""
+    deadline = time.monotonic() + timeout
+    while http_get(f"{proc.url}/readyz")[0] != 200:
+        if time.monotonic() > deadline or proc.process.poll() is not None:
+            raise RuntimeError(f"{proc.name} not ready:\n{proc.tail()}")
+        time.sleep(0.05)
 
 
 def _die_with_parent() -> None:
@@ -212,12 +234,26 @@ class Stack(contextlib.ExitStack):
         port = free_port()
         settings = gateway_env(provider, f"http://127.0.0.1:{port}", self.workdir / f"{name}.sqlite3") | (env or {})
         proc = self.add(start(name, [PYTHON, str(BENCH / "server.py"), *options], self.workdir, settings, core, port))
-        deadline = time.monotonic() + 30
-        while http_get(f"{proc.url}/readyz")[0] != 200:  # discovery loaded
-            if time.monotonic() > deadline or proc.process.poll() is not None:
-                raise RuntimeError(f"{name} not ready:\n{proc.tail()}")
-            time.sleep(0.05)
+        wait_ready(proc)
         return proc
+
+    def restart(self, proc: Proc, stopped: float = 60.0, ready: bool = True) -> tuple[Proc, float, float]:
+        """SIGTERM `proc`, wait until it has exited (killed after `stopped` s), start it again with the same
+        command, environment (so the same history file) and port: (the new Proc, seconds to exit, seconds
+        until ready again; `ready`: a gateway, so until /readyz answers)."""
+        began = time.monotonic()
+        proc.process.terminate()
+        try:
+            proc.process.wait(stopped)
+        except subprocess.TimeoutExpired:
+            proc.process.kill()
+            proc.process.wait(5)
+        exited = time.monotonic()
+        again = start(proc.name, proc.argv, self.workdir, proc.env, proc.core, proc.port)
+        if ready:
+            wait_ready(again)
+        self.procs[self.procs.index(proc)] = again
+        return again, exited - began, time.monotonic() - exited
 
     def baseline(self) -> Proc:
         return self.add(start("baseline", [PYTHON, str(BENCH / "baseline.py")], self.workdir))
@@ -269,12 +305,20 @@ def bearer(user: str, nonce: str = "") -> list[tuple[str, str]]:
 
 def cookie(gateway: Proc, user: str) -> list[tuple[str, str]]:
     """The gateway's own sealed token cookie for `user`, as the page's socket sends it (with Origin)."""
+    return cookies(gateway, [user])[0]
+
+
+def cookies(gateway: Proc, users: Sequence[str]) -> list[list[tuple[str, str]]]:
+    """cookie() for many users, sealed with one jar (about 0.2 ms each)."""
     from gateway.cookies import Sealer, TokenCookie, TokenSession
 
     jar = TokenCookie(Sealer([SECRET], "token cookie"), https=False, max_age=12 * 3600)
     now = time.time()
-    value, _ = jar.seal(TokenSession(PROVIDER, token(user), now + 3600, now))
-    return [("Cookie", f"{jar.name}={value}"), ("Origin", gateway.url)]
+    found = []
+    for user in users:
+        value, _ = jar.seal(TokenSession(PROVIDER, token(user), now + 3600, now))
+        found.append([("Cookie", f"{jar.name}={value}"), ("Origin", gateway.url)])
+    return found
 
 
 # --- measuring --------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""The gateway as the benchmarks run it: `gateway serve`'s app and uvicorn settings, plus two bench-only
-routes mounted here (gateway/ is not changed):
+"""The gateway as the benchmarks run it: `gateway serve`'s app and uvicorn settings, plus bench-only routes
+mounted here (gateway/ is not changed):
 
-- `WS /bench/bare`: accepts, then waits for the client's close. The unauthenticated baseline of the
-  handshake benchmark, served by the same build, middleware and protocol class as /ws/{room}.
-- `WS /bench/auth/{room}`: /ws/{room}'s own dependencies (room name, credentials), then as bare: splits
-  the handshake's cost between authentication and the chat session's start.
+- `WS /bench/bare`: accepts, then waits for the client's close (sends nothing).
+- `WS /bench/storm-bare`: accepts (selecting gateway.chat.v1 when offered, as /ws/{room} does), sends one
+  small welcome-like frame, then waits for the client's close: the minimal work a chat server must do
+  for a socket, served by the same build, middleware and protocol class as /ws/{room}. The baseline of
+  the handshake and storm benchmarks (a query string such as `?after=` is accepted and ignored).
+- `WS /bench/auth/{room}`: /ws/{room}'s own dependencies (room name, credentials), then as
+  storm-bare: splits the cost of a socket between authentication and the chat session.
 - `GET /bench/stats`: asyncio tasks, RSS, open descriptors and hub counters, for memory and soak.
 
 Settings come from GATEWAY_* variables (the bench scripts raise the limits there). Options select
@@ -14,8 +17,10 @@ Run as a file (`python bench/server.py`), so that PYTHONPATH may point at a scra
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +71,28 @@ def build(orjson: bool) -> tuple[Any, Any]:
     settings = load_settings(env_file=None)
     app = create_app(settings)
 
-    @app.websocket("/bench/bare")
-    async def bare(websocket: WebSocket) -> None:
-        await websocket.accept()
+    async def until_closed(websocket: WebSocket) -> None:
         try:
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
         except WebSocketDisconnect:
             pass
+
+    @app.websocket("/bench/bare")
+    async def bare(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await until_closed(websocket)
+
+    from gateway.security import CHAT_PROTOCOL
+
+    @app.websocket("/bench/storm-bare")
+    async def storm_bare(websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
+        await websocket.send_text(json.dumps({"type": "welcome", "user": {"id": "bench:bare", "name": "bare"},
+                                              "room": "bare", "server_time": int(time.time() * 1000)},
+                                             separators=(",", ":")))
+        await until_closed(websocket)
 
     @app.get("/bench/stats")
     async def stats() -> JSONResponse:
@@ -88,10 +107,11 @@ def build(orjson: bool) -> tuple[Any, Any]:
     from gateway.security import current_principal
 
     async def authenticated_only(websocket: WebSocket) -> None:
-        """/ws/{room}'s checks (room name, credentials, cache), none of the chat: where the time goes."""
+        """/ws/{room}'s checks (room name, credentials, cache), none of the chat: where the time goes.
+        Then as storm-bare (one frame, wait for the close)."""
         await room_name(websocket.path_params["room"])
         await current_principal(websocket)
-        await bare(websocket)
+        await storm_bare(websocket)
 
     app.router.add_websocket_route("/bench/auth/{room}", authenticated_only)
 

@@ -59,6 +59,7 @@ class LeanSocket(asyncio.Protocol):
         self.open = False
         self.close_sent = False
         self.close_code: int | None = None
+        self.close_reason = ""
         self.received = 0
         self.pongs = 0
         self.transport: asyncio.Transport | None = None
@@ -135,6 +136,7 @@ class LeanSocket(asyncio.Protocol):
             self.pongs += 1
         elif opcode == CLOSE:
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self.close_reason = payload[2:].decode(errors="replace")
             if not self.close_sent:
                 self.close_sent = True
                 self._write(frame(CLOSE, payload[:2]))
