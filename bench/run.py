@@ -7,6 +7,7 @@
   scale           10,000 authenticated connections held 60 s with pings: held, dropped, RSS
   redis           fan-out over two instances with the Redis broker vs. one with the embedded broker
   storm           5,000 clients in 10 rooms dropped at once (close, restart), all reconnecting: vs. bare
+  resume          one user's resume storm (3,000 messages of 2,000 characters) vs. another user's p99
   soak            1,000 chatting clients, 5 % reconnecting each minute, 10 minutes (--minutes)
   options         uvloop/asyncio, httptools/h11, websockets-sansio/wsproto, orjson: handshakes and fan-out
   all             every one of them but soak, in turn
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-NAMES = ("handshake", "provider_calls", "fanout", "memory", "scale", "redis", "storm", "soak", "options")
+NAMES = ("handshake", "provider_calls", "fanout", "memory", "scale", "redis", "storm", "resume", "soak", "options")
 MODULES = {"redis": "redis_fanout"}  # a module named redis would shadow the client library
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gateway.chat.history import Page, SqliteHistory, Stored
+from gateway.chat.history import Page, SqliteHistory, Stored, TextPage
 
 Event = dict[str, Any]
 Deliver = Callable[[Event], None]
@@ -28,6 +28,10 @@ class Broker(Protocol):
     async def page(self, room: str, after: str | None, limit: int) -> Page:
         """The newest `limit` messages (after=None), or the oldest `limit` after `after` (`more` when
         further ones follow)."""
+        ...
+
+    async def page_text(self, room: str, after: str, limit: int) -> TextPage:
+        """`page(room, after, limit)` with each message as its JSON text (a resume's history frames)."""
         ...
 
     async def present(self, room: str) -> list[dict[str, str]]:
@@ -72,6 +76,9 @@ class MemoryBroker:
 
     async def page(self, room: str, after: str | None, limit: int) -> Page:
         return await self.history.page(room, after, limit)
+
+    async def page_text(self, room: str, after: str, limit: int) -> TextPage:
+        return await self.history.page_text(room, after, limit)
 
     async def present(self, room: str) -> list[dict[str, str]]:
         return [entry[0] for entry in self._present.get(room, {}).values()]

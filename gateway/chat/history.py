@@ -69,6 +69,17 @@ class Page:
     more: bool = False  # (pages after an id) newer messages follow: ask again after the last one
 
 
+@dataclass(frozen=True)
+class TextPage:
+    """A page after an id as the JSON text of each message, for a resume's `history` frames: a store that
+    keeps messages as JSON hands them on without decoding and encoding them again."""
+
+    bodies: list[str]
+    last_id: str | None
+    truncated: bool
+    more: bool
+
+
 class SqliteHistory:
     def __init__(self, path: str | Path, limit_per_room: int = 10_000,
                  clock: Callable[[], float] = time.time, quota: HistoryQuota | None = None) -> None:
@@ -184,6 +195,21 @@ class SqliteHistory:
         # The resume point is gone when messages after it were dropped to keep the room bounded.
         truncated = pruned is not None and tuple(pruned) > after
         return Page([json.loads(r[0]) for r in rows[:limit]], truncated, more=len(rows) > limit)
+
+    async def page_text(self, room: str, after: str, limit: int) -> TextPage:
+        after_pair = parse_id(after)
+        return await self._run(lambda: self._page_text(room, after_pair, limit))
+
+    def _page_text(self, room: str, after: tuple[int, int], limit: int) -> TextPage:
+        db = self._conn()
+        pruned = db.execute("SELECT ms, seq FROM pruned WHERE room = ?", (room,)).fetchone()
+        rows = db.execute(
+            "SELECT body, ms, seq FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) "
+            "ORDER BY ms, seq LIMIT ?", (room, after[0], after[0], after[1], limit + 1)).fetchall()
+        kept = rows[:limit]
+        last = f"{kept[-1][1]}-{kept[-1][2]}" if kept else None
+        return TextPage([row[0] for row in kept], last, pruned is not None and tuple(pruned) > after,
+                        more=len(rows) > limit)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.chat.broker import Broker, Event
 from gateway.chat.frames import encode, error_frame
@@ -90,18 +89,17 @@ class HistoryBacklog:
             last, self._then = self._then, None
             return last
         try:
-            page = await self._broker.page(self._room, self._cursor, self._page_size)
+            page = await self._broker.page_text(self._room, self._cursor, self._page_size)
         except StoreUnavailable:
             self._cursor = None
             return error_frame("store_unavailable", "history is unavailable; resume again later")
-        frame: dict[str, Any] = {"type": "history", "messages": page.messages,
-                                 "truncated": page.truncated and self._first}
+        # Spliced from the stored JSON text: no decoding and encoding again on the event loop.
+        truncated = "true" if page.truncated and self._first else "false"
+        more = page.more and page.last_id is not None
         self._first = False
-        self._cursor = None
-        if page.more and page.messages:
-            frame["more"] = True  # another `history` frame follows
-            self._cursor = page.messages[-1]["id"]
-        return encode(frame)
+        self._cursor = page.last_id if more else None
+        end = ',"more":true}' if more else "}"
+        return '{"type":"history","messages":[' + ",".join(page.bodies) + '],"truncated":' + truncated + end
 
 
 class Hub:

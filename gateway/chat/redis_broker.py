@@ -22,7 +22,8 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from gateway.chat.broker import Deliver, Event
-from gateway.chat.history import Page, Stored, StoreUnavailable, parse_id
+from gateway.chat.frames import encode
+from gateway.chat.history import Page, Stored, StoreUnavailable, TextPage, parse_id
 from gateway.chat.quota import HistoryQuota
 
 log = logging.getLogger("gateway.redis")
@@ -208,6 +209,11 @@ class RedisBroker:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
         truncated = trimmed is not None and trimmed > start
         return Page([self._message(room, i, f) for i, f in entries[:limit]], truncated, more=len(entries) > limit)
+
+    async def page_text(self, room: str, after: str, limit: int) -> TextPage:
+        page = await self.page(room, after, limit)
+        return TextPage([encode(message) for message in page.messages],
+                        page.messages[-1]["id"] if page.messages else None, page.truncated, page.more)
 
     async def _trimmed(self, stream: str) -> tuple[int, int] | None:
         """The first id still kept, when older entries were trimmed away; else None."""
