@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Hub, HubLimits, Member
+from gateway.chat.quota import DAY_MS, HistoryQuota
 from gateway.chat.redis_broker import RedisBroker
 
 Make = Callable[..., "asyncio.Future[Hub]"]
@@ -48,7 +50,8 @@ async def hubs(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[...,
     async def make(**options: Any) -> Hub:
         limits = HubLimits(message_rate=1000, message_burst=1000, presence_settle=0)  # presence at once
         broker = RedisBroker(redis_url, redis_prefix, options.pop("history_limit", 10_000),
-                             options.pop("presence_ttl", 30.0))
+                             options.pop("presence_ttl", 30.0), clock=options.pop("clock", time.time),
+                             quota=options.pop("quota", None))
         hub = Hub(broker, limits)
         await hub.start()
         started.append(hub)
@@ -208,3 +211,54 @@ async def test_start_fails_clearly_without_redis() -> None:
         await broker.start(lambda event: None)
     await broker.redis.aclose()
     await broker._reader.aclose()
+
+
+async def post(hub: Hub, room: str, who: str, text: str, client_id: str) -> dict[str, Any]:
+    """Post once, in a room joined for it; the ack or the error."""
+    member = hub.member(room, user(who))
+    await hub.join(member)
+    frames(member)
+    await hub.post(member, text, client_id)
+    answer = [f for f in frames(member) if f["type"] in ("ack", "error")]
+    await hub.leave(member)
+    return answer[0]
+
+
+@pytest.mark.anyio
+async def test_history_limits_hold_across_instances(hubs: Callable[..., Any]) -> None:
+    quota = HistoryQuota(max_rooms=3, rooms_per_user=2)
+    a, b = await hubs(quota=quota), await hubs(quota=quota)
+    assert (await post(a, "r1", "alice", "x", "c1"))["type"] == "ack"
+    assert (await post(b, "r2", "alice", "x", "c2"))["type"] == "ack"
+    refused = await post(a, "r3", "alice", "x", "c3")
+    assert refused["code"] == "history_full"
+    assert refused["message"] == "you started 2 rooms in the last 24 hours: post in a room that exists, or wait"
+    assert (await post(b, "r1", "alice", "still here", "c4"))["type"] == "ack"
+    assert (await post(b, "r3", "bob", "x", "c5"))["type"] == "ack"  # another user is not held back
+    full = await post(a, "r4", "carol", "x", "c6")
+    assert full["code"] == "history_full" and full["message"] == (
+        "the chat keeps at most 3 rooms: post in one that exists")
+    assert (await a.broker.page("r4", None, 10)).messages == []
+    assert [m["user"]["id"] for m in (await a.broker.page("r3", None, 10)).messages] == ["idp:bob"]
+
+
+@pytest.mark.anyio
+async def test_a_resend_is_never_refused_by_the_history_limits(hubs: Callable[..., Any]) -> None:
+    a = await hubs(quota=HistoryQuota(max_rooms=1, rooms_per_user=1))
+    first = await post(a, "r1", "alice", "hello", "c1")
+    assert (await post(a, "r2", "alice", "x", "c2"))["code"] == "history_full"
+    again = await post(a, "r1", "alice", "hello", "c1")
+    assert again == {"type": "ack", "client_id": "c1", "id": first["id"]}
+    assert len((await a.broker.page("r1", None, 10)).messages) == 1
+
+
+@pytest.mark.anyio
+async def test_rooms_per_user_count_the_last_24_hours_only(hubs: Callable[..., Any]) -> None:
+    now = [time.time()]
+    a = await hubs(quota=HistoryQuota(rooms_per_user=1), clock=lambda: now[0])
+    assert (await post(a, "r1", "alice", "x", "c1"))["type"] == "ack"
+    now[0] += DAY_MS / 1000 - 1
+    assert (await post(a, "r2", "alice", "x", "c2"))["code"] == "history_full"
+    now[0] += 2
+    assert (await post(a, "r2", "alice", "x", "c3"))["type"] == "ack"
+    assert (await post(a, "r3", "alice", "x", "c4"))["code"] == "history_full"
