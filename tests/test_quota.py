@@ -114,3 +114,36 @@ async def test_a_store_made_before_the_ledger_is_counted_from_its_messages(tmp_p
             await again.append("r1", user("b"), "y" * 400, None)
     finally:
         await again.close()
+
+
+@pytest.mark.anyio
+async def test_a_full_history_still_takes_messages_in_rooms_that_roll_over(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    clock = Clock()  # one millisecond for all: ids, and so stored sizes, stay the same length
+    history = SqliteHistory(path, limit_per_room=3, clock=clock)
+    await history.open()
+    for i in range(3):
+        await history.append("busy", user("a"), f"m{i}", None)
+    full_at = history.ledger.bytes
+    await history.close()
+
+    full = SqliteHistory(path, limit_per_room=3, clock=clock, quota=HistoryQuota(max_bytes=full_at))
+    await full.open()
+    try:
+        # At its bound the room drops its oldest message for each new one: no byte more in all.
+        for i in range(3, 6):
+            await full.append("busy", user("a"), f"m{i}", None)
+        assert full.ledger.bytes == full_at
+        assert [m["text"] for m in (await full.page("busy", None, 10)).messages] == ["m3", "m4", "m5"]
+        with pytest.raises(HistoryFull, match="GATEWAY_HISTORY_MAX_BYTES"):
+            await full.append("busy", user("a"), "longer than the one it replaces", None)
+        with pytest.raises(HistoryFull, match="GATEWAY_HISTORY_MAX_BYTES"):
+            await full.append("new", user("b"), "m", None)
+        assert (await full.page("new", None, 10)).messages == []
+        assert full.ledger.bytes == full_at
+    finally:
+        await full.close()
+    with sqlite3.connect(path) as db:  # the ledger on disk agrees with what is stored
+        assert db.execute("SELECT SUM(bytes) FROM rooms").fetchone()[0] == db.execute(
+            "SELECT SUM(LENGTH(CAST(body AS BLOB))) FROM messages").fetchone()[0] == full_at
+        assert db.execute("SELECT room FROM rooms").fetchall() == [("busy",)]

@@ -143,10 +143,12 @@ class SqliteHistory:
         size = len(body.encode())
         db.execute("BEGIN IMMEDIATE")
         try:
-            self.ledger.admit(db, room, user["id"], size, ms)  # HistoryFull: nothing stored
+            # HistoryFull from either: rolled back, nothing stored.
+            self.ledger.admit(db, room, user["id"], ms)
             db.execute("INSERT INTO messages (room, ms, seq, user_id, body, client_id) VALUES (?, ?, ?, ?, ?, ?)",
                        (room, ms, seq, user["id"], body, client_id))
             size -= self._prune(db, room)
+            self.ledger.grow(db, room, size)
             db.execute("COMMIT")
             self.ledger.committed(size)
         except BaseException:
@@ -166,7 +168,6 @@ class SqliteHistory:
             "SELECT COALESCE(SUM(LENGTH(CAST(body AS BLOB))), 0) FROM messages "
             "WHERE room = ? AND (ms < ? OR (ms = ? AND seq <= ?))",
             (room, boundary[0], boundary[0], boundary[1])).fetchone()[0]
-        self.ledger.pruned(db, room, dropped)
         db.execute("DELETE FROM messages WHERE room = ? AND (ms < ? OR (ms = ? AND seq <= ?))",
                    (room, boundary[0], boundary[0], boundary[1]))
         db.execute("INSERT INTO pruned (room, ms, seq) VALUES (?, ?, ?) "

@@ -73,25 +73,28 @@ class RoomLedger:
                        "SELECT room, '', MIN(ms), SUM(LENGTH(CAST(body AS BLOB))) FROM messages GROUP BY room")
         self.bytes = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM rooms").fetchone()[0]
 
-    def admit(self, db: sqlite3.Connection, room: str, user_id: str, size: int, now_ms: int) -> None:
-        """Raise HistoryFull, or record `size` more bytes in `room` (inside the caller's transaction)."""
-        refusal = self.quota.too_many_bytes(self.bytes, size)
+    def admit(self, db: sqlite3.Connection, room: str, user_id: str, now_ms: int) -> None:
+        """Raise HistoryFull when `room` is new and over a room limit, else record it (in the caller's
+        transaction)."""
+        if db.execute("SELECT 1 FROM rooms WHERE room = ?", (room,)).fetchone() is not None:
+            return
+        rooms = db.execute("SELECT COUNT(*) FROM rooms").fetchone()[0]
+        started = db.execute("SELECT COUNT(*) FROM rooms WHERE creator = ? AND created_ms > ?",
+                             (user_id, now_ms - DAY_MS)).fetchone()[0]
+        refusal = self.quota.too_many_rooms(rooms) or self.quota.too_many_for(started)
         if refusal is not None:
             raise refusal
-        known = db.execute("SELECT 1 FROM rooms WHERE room = ?", (room,)).fetchone()
-        if known is None:
-            rooms = db.execute("SELECT COUNT(*) FROM rooms").fetchone()[0]
-            started = db.execute("SELECT COUNT(*) FROM rooms WHERE creator = ? AND created_ms > ?",
-                                 (user_id, now_ms - DAY_MS)).fetchone()[0]
-            refusal = self.quota.too_many_rooms(rooms) or self.quota.too_many_for(started)
+        db.execute("INSERT INTO rooms (room, creator, created_ms, bytes) VALUES (?, ?, ?, 0)",
+                   (room, user_id, now_ms))
+
+    def grow(self, db: sqlite3.Connection, room: str, delta: int) -> None:
+        """Raise HistoryFull when `delta` more bytes (stored minus pruned) would pass the total, else record
+        them. Checked after the prune: a room at its bound keeps rolling over in a full history."""
+        if delta > 0:
+            refusal = self.quota.too_many_bytes(self.bytes, delta)
             if refusal is not None:
                 raise refusal
-            db.execute("INSERT INTO rooms (room, creator, created_ms, bytes) VALUES (?, ?, ?, 0)",
-                       (room, user_id, now_ms))
-        db.execute("UPDATE rooms SET bytes = bytes + ? WHERE room = ?", (size, room))
-
-    def pruned(self, db: sqlite3.Connection, room: str, size: int) -> None:
-        db.execute("UPDATE rooms SET bytes = bytes - ? WHERE room = ?", (size, room))
+        db.execute("UPDATE rooms SET bytes = bytes + ? WHERE room = ?", (delta, room))
 
     def committed(self, delta: int) -> None:
         self.bytes += delta
