@@ -45,7 +45,7 @@ async def victim(gateway: common.Proc, seconds: float) -> tuple[float, float, in
 
 async def measure(args: argparse.Namespace, stack: common.Stack) -> int:
     provider = stack.provider()
-    gateway = stack.gateway(provider)
+    gateway = stack.gateway(provider, env=dict(setting.split("=", 1) for setting in args.setting))
     acked = 0
     filled = asyncio.get_running_loop().create_future()
 
@@ -95,6 +95,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=argv[0], description=__doc__)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
+    parser.add_argument("--setting", action="append", default=[], metavar="GATEWAY_X=VALUE",
+                        help="a gateway setting for this run (repeatable), e.g. GATEWAY_RESUME_BURST=3")
     args = parser.parse_args(argv[1:])
     common.become_load_generator()
     common.use_uvloop()

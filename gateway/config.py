@@ -194,6 +194,7 @@ class Settings(BaseSettings):
     send_queue_bytes: int = Field(default=1 << 20, ge=64 * 1024)
     resume_rate: float = Field(default=0.5, gt=0)
     resume_burst: int = Field(default=10, gt=0)
+    resume_byte_rate: int = Field(default=1 << 20, ge=64 * 1024)
     message_rate: float = Field(default=5.0, gt=0)
     message_burst: int = Field(default=10, gt=0)
     max_sockets_per_user: int = Field(default=10, gt=0)

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from gateway.chat.backlog import HistoryBacklog
 from gateway.chat.broker import MemoryBroker
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame
 from gateway.chat.history import SqliteHistory, parse_id
-from gateway.chat.hub import FLOODING, HistoryBacklog, Hub, HubLimits, Member
+from gateway.chat.hub import FLOODING, Hub, HubLimits, Member
 from gateway.chat.outbox import TOO_SLOW, Outbox
 
 

@@ -78,6 +78,7 @@ class TextPage:
     last_id: str | None
     truncated: bool
     more: bool
+    ids: list[str]  # each body's id, in order
 
 
 class SqliteHistory:
@@ -210,7 +211,8 @@ class SqliteHistory:
         kept = rows[:limit]
         last = f"{kept[-1][1]}-{kept[-1][2]}" if kept else None
         return TextPage([row[0] for row in kept], last, pruned is not None and tuple(pruned) > after,
-                        more=len(rows) > limit)
+                        more=len(rows) > limit,
+                        ids=[f"{row[1]}-{row[2]}" for row in kept])
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

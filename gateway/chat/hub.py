@@ -3,7 +3,8 @@
 Every event is encoded once and the same string queued to each socket; a queue that overflows closes
 its socket with 4408 (the client resumes), so one slow reader never holds the others back. Presence
 changes are coalesced per room (gateway.chat.presence); joins read the room's newest messages from
-memory (gateway.chat.tail); resumes are sent a page at a time, as the socket drains.
+memory (gateway.chat.tail); resumes are sent a page at a time, as the socket drains, within a byte
+budget per user (gateway.chat.backlog).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.chat.backlog import HistoryBacklog
 from gateway.chat.broker import Broker, Event
 from gateway.chat.frames import encode, error_frame
 from gateway.chat.history import Page, StoreUnavailable, parse_id
@@ -34,6 +36,7 @@ _ids = itertools.count(1)
 class HubLimits:
     history_on_join: int = 50
     history_page: int = 100  # messages per `history` frame of a resume
+    history_page_bytes: int = 64 * 1024  # ... and at most this much message text (always one message)
     outbox_size: int = 256
     outbox_bytes: int = 1 << 20
     message_rate: float = 5.0
@@ -43,6 +46,7 @@ class HubLimits:
     resume_burst: float = 3.0
     user_resume_rate: float = 0.5  # resumes and `?after=` joins per second per user, all sockets together
     user_resume_burst: float = 10.0
+    user_resume_bytes: float = float(1 << 20)  # bytes of resumed history per second per user (4 times that at once)
     presence_settle: float = 0.2  # seconds of quiet before a room's presence changes go out (0: at once)
     presence_max_wait: float = 5.0  # ... but never later than this after the first one
 
@@ -64,44 +68,6 @@ def rate_limited(message: str, retry_after: float) -> str:
                    "retry_after": max(1, math.ceil(retry_after * 1000))})
 
 
-class HistoryBacklog:
-    """`history` frames of every kept message after `after`, a page at a time, then `then` (the join's
-    presence). Each page is read when the socket is ready for it, so a resume costs one page of memory
-    however long the room's history is."""
-
-    def __init__(self, broker: Broker, room: str, after: str, page_size: int, then: str | None = None) -> None:
-        self._broker = broker
-        self._room = room
-        self._page_size = page_size
-        self._then = then
-        self.restart(after)
-
-    def restart(self, after: str) -> None:
-        self._cursor: str | None = after
-        self._first = True
-
-    @property
-    def done(self) -> bool:
-        return self._cursor is None and self._then is None
-
-    async def __call__(self) -> str | None:
-        if self._cursor is None:
-            last, self._then = self._then, None
-            return last
-        try:
-            page = await self._broker.page_text(self._room, self._cursor, self._page_size)
-        except StoreUnavailable:
-            self._cursor = None
-            return error_frame("store_unavailable", "history is unavailable; resume again later")
-        # Spliced from the stored JSON text: no decoding and encoding again on the event loop.
-        truncated = "true" if page.truncated and self._first else "false"
-        more = page.more and page.last_id is not None
-        self._first = False
-        self._cursor = page.last_id if more else None
-        end = ',"more":true}' if more else "}"
-        return '{"type":"history","messages":[' + ",".join(page.bodies) + '],"truncated":' + truncated + end
-
-
 class Hub:
     def __init__(self, broker: Broker, limits: HubLimits | None = None,
                  clock: Callable[[], float] = time.time, timer: Timer | None = None) -> None:
@@ -112,6 +78,7 @@ class Hub:
         self._users: dict[str, set[Member]] = {}
         self._rates = KeyedBuckets(self.limits.message_rate, self.limits.message_burst)
         self._user_resumes = KeyedBuckets(self.limits.user_resume_rate, self.limits.user_resume_burst)
+        self._resume_bytes = KeyedBuckets(self.limits.user_resume_bytes, 4 * self.limits.user_resume_bytes)
         self.tails = RoomTails(self._newest, self.limits.history_on_join)
         self.presence = PresenceBatcher(broker.present, self._fan_out, clock, self.limits.presence_settle,
                                         self.limits.presence_max_wait, timer)
@@ -161,7 +128,7 @@ class Hub:
             member.outbox.prepend([welcome, await self.tails.history_frame(member.room), presence])
         else:
             member.outbox.prepend([welcome])
-            member.outbox.send_backlog(self._backlog(member.room, after, then=presence))
+            member.outbox.send_backlog(self._backlog(member, after, then=presence))
 
     async def leave(self, member: Member) -> None:
         for index, key in ((self._rooms, member.room), (self._users, member.user["id"])):
@@ -221,10 +188,12 @@ class Hub:
         if isinstance(current, HistoryBacklog):
             current.restart(after)
         else:
-            member.outbox.send_backlog(self._backlog(member.room, after))
+            member.outbox.send_backlog(self._backlog(member, after))
 
-    def _backlog(self, room: str, after: str, then: str | None = None) -> Backlog:
-        return HistoryBacklog(self.broker, room, after, self.limits.history_page, then)
+    def _backlog(self, member: Member, after: str, then: str | None = None) -> Backlog:
+        return HistoryBacklog(self.broker, member.room, after, self.limits.history_page,
+                              self.limits.history_page_bytes, self._resume_bytes.bucket(member.user["id"]),
+                              member.outbox.pause, then)
 
     async def _newest(self, room: str, limit: int) -> Page:
         return await self.broker.page(room, None, limit)

@@ -47,6 +47,7 @@ class Outbox:
         self.backlog: Backlog | None = None  # history still to send before the queued frames
         # Once the socket is accepted: write(prebuilt frame bytes) -> bool, straight to the transport.
         self.direct: Callable[[bytes], bool] | None = None
+        self._closing: asyncio.Event | None = None  # made by pause() only: most sockets never pause
 
     def put(self, frame: str, size: int | None = None) -> None:
         """Queue a frame; `size`, its UTF-8 length, when the caller knows it (fan-out computes it once)."""
@@ -88,6 +89,19 @@ class Outbox:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
             self._ready.set()
+            if self._closing is not None:
+                self._closing.set()
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait `seconds` (a backlog over its budget), or less if the socket closes meanwhile: False then."""
+        if self.close_code is None:
+            if self._closing is None:
+                self._closing = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._closing.wait(), seconds)
+            except TimeoutError:
+                pass
+        return self.close_code is None
 
     def abandon(self) -> None:
         """The peer is gone: stop the writer without sending anything more."""

@@ -213,7 +213,8 @@ class RedisBroker:
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         page = await self.page(room, after, limit)
         return TextPage([encode(message) for message in page.messages],
-                        page.messages[-1]["id"] if page.messages else None, page.truncated, page.more)
+                        page.messages[-1]["id"] if page.messages else None, page.truncated, page.more,
+                        [message["id"] for message in page.messages])
 
     async def _trimmed(self, stream: str) -> tuple[int, int] | None:
         """The first id still kept, when older entries were trimmed away; else None."""
