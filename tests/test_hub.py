@@ -422,6 +422,75 @@ async def test_a_storm_of_joins_reaches_each_socket_as_one_presence_list(tmp_pat
 
 
 @pytest.mark.anyio
+async def test_sockets_joining_in_a_storm_get_their_list_with_the_rooms_batch(tmp_path: Path) -> None:
+    clock, timer = Clock(), ManualTimer()
+    broker = MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock))
+    asked: list[bool] = []
+    enter = broker.enter
+
+    async def counting_enter(room: str, user: dict[str, str], connection: str,
+                             listed: bool = True) -> list[dict[str, str]]:
+        asked.append(listed)
+        return await enter(room, user, connection, listed)
+
+    broker.enter = counting_enter  # type: ignore[method-assign]
+    hub = Hub(broker, HubLimits(presence_settle=0.2, presence_max_wait=5.0), clock, timer)
+    await hub.start()
+    try:
+        first = hub.member("r", user("first"))
+        await hub.join(first)  # a quiet room: its list at once, after welcome and history
+        assert [f["type"] for f in frames(first)] == ["welcome", "history", "presence"]
+        crowd = [hub.member("r", user(f"u{i}")) for i in range(30)]
+        for member in crowd:
+            await hub.join(member)
+        assert asked == [True] + [False] * 30  # the storm's joiners asked the broker for no list
+        for member in crowd:
+            assert [f["type"] for f in frames(member)] == ["welcome", "history"]
+        timer.fire()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        everyone = {"First", *(f"U{i}" for i in range(30))}
+        for member in [first, *crowd]:
+            got = frames(member)
+            assert [f["type"] for f in got] == ["presence"]  # one list, the same for all, exact now
+            assert {u["name"] for u in got[0]["users"]} == everyone
+        late = hub.member("r", user("late"))  # the room is quiet again: a list of its own, at once
+        await hub.join(late)
+        assert [f["type"] for f in frames(late)] == ["welcome", "history", "presence"]
+        timer.fire()  # its own join goes out as a join (no socket waits for a list)
+        assert [f["type"] for f in frames(first)] == ["join"]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_a_lone_join_during_a_pending_change_still_gets_a_list(tmp_path: Path) -> None:
+    """One pending change (someone left) and one socket joining: the batch is sent as a list, not as
+    the single `leave`, or the joiner would never learn who is here."""
+    clock, timer = Clock(), ManualTimer()
+    hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),
+              HubLimits(presence_settle=0.2, presence_max_wait=5.0), clock, timer)
+    await hub.start()
+    try:
+        stay, go = hub.member("r", user("stay")), hub.member("r", user("go"))
+        await hub.join(stay)
+        await hub.join(go)
+        timer.fire()
+        await asyncio.sleep(0)
+        await hub.leave(go)
+        second_tab = hub.member("r", user("stay"))  # no join event of its own: the user is already here
+        await hub.join(second_tab)
+        assert [f["type"] for f in frames(second_tab)] == ["welcome", "history"]
+        timer.fire()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        got = frames(second_tab)
+        assert [f["type"] for f in got] == ["presence"] and [u["name"] for u in got[0]["users"]] == ["Stay"]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
 async def test_presence_changes_wait_at_most_max_wait_even_in_a_long_storm(tmp_path: Path) -> None:
     clock, timer = Clock(), ManualTimer()
     hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),

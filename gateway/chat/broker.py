@@ -38,8 +38,10 @@ class Broker(Protocol):
         """Who is in the room now, on every instance."""
         ...
 
-    async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
-        """Count a connection in; announce `join` on a user's first. Returns who is present."""
+    async def enter(self, room: str, user: dict[str, str], connection: str,
+                    listed: bool = True) -> list[dict[str, str]]:
+        """Count a connection in; announce `join` on a user's first. Returns who is present (nothing, and
+        costs nothing, when not `listed`: the room's next presence batch brings the list)."""
         ...
 
     async def exit(self, room: str, user: dict[str, str], connection: str) -> None:
@@ -83,7 +85,8 @@ class MemoryBroker:
     async def present(self, room: str) -> list[dict[str, str]]:
         return [entry[0] for entry in self._present.get(room, {}).values()]
 
-    async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
+    async def enter(self, room: str, user: dict[str, str], connection: str,
+                    listed: bool = True) -> list[dict[str, str]]:
         users = self._present.setdefault(room, {})
         known = users.get(user["id"])
         if known is None:
@@ -91,7 +94,7 @@ class MemoryBroker:
             self._deliver({"type": "join", "room": room, "user": user})
         else:
             known[1].add(connection)
-        return [entry[0] for entry in users.values()]
+        return [entry[0] for entry in users.values()] if listed else []
 
     async def exit(self, room: str, user: dict[str, str], connection: str) -> None:
         users = self._present.get(room, {})

@@ -120,12 +120,15 @@ class Hub:
         sent a page at a time ahead of live frames."""
         self._rooms.setdefault(member.room, set()).add(member)
         self._users.setdefault(member.user["id"], set()).add(member)
-        present = await self.broker.enter(member.room, member.user, member.id)
+        # In a storm the room's next presence batch brings this socket its list (gateway.chat.presence).
+        batched = self.presence.list_with_batch(member.room)
+        present = await self.broker.enter(member.room, member.user, member.id, listed=not batched)
         welcome = encode({"type": "welcome", "user": member.user, "room": member.room,
                           "server_time": int(self._clock() * 1000)})
-        presence = encode({"type": "presence", "users": present})
+        presence = None if batched else encode({"type": "presence", "users": present})
         if after is None:
-            member.outbox.prepend([welcome, await self.tails.history_frame(member.room), presence])
+            head = [welcome, await self.tails.history_frame(member.room)]
+            member.outbox.prepend(head if presence is None else [*head, presence])
         else:
             member.outbox.prepend([welcome])
             member.outbox.send_backlog(self._backlog(member, after, then=presence))

@@ -3,6 +3,9 @@
 A room's changes wait until it has been quiet for `settle` seconds, or at most `max_wait` seconds since
 the first one. Then one change goes out as its own `join`/`leave` frame; several go out as one
 `presence` frame with the full list, asked of the broker at that moment (so it is exact then).
+
+A socket that joins while its room has changes waiting (a storm) gets its first list with that batch,
+instead of a list of its own: N joins then cost one list per batch, not N lists of up to N users.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class _Pending:
     first: float  # when the first change of this batch came
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> latest join/leave event
     handle: Any = None
+    list_wanted: bool = False  # a socket joined meanwhile and waits for this batch's full list
 
 
 class PresenceBatcher:
@@ -59,6 +63,15 @@ class PresenceBatcher:
         delay = min(self.settle, max(0.0, pending.first + self.max_wait - now))
         pending.handle = self._schedule(delay, lambda: self._due(room))
 
+    def list_with_batch(self, room: str) -> bool:
+        """True when `room` has changes waiting: a socket joining now gets the full list with them (and
+        must not send one of its own). False: no batch is coming, send the list now."""
+        pending = self._pending.get(room)
+        if pending is None:
+            return False
+        pending.list_wanted = True
+        return True
+
     def forget(self, room: str) -> None:
         """The room has no local socket any more: nobody to tell."""
         pending = self._pending.pop(room, None)
@@ -75,7 +88,7 @@ class PresenceBatcher:
         if pending is None or not pending.changes:
             return
         changes = list(pending.changes.values())
-        if len(changes) == 1:
+        if len(changes) == 1 and not pending.list_wanted:
             self._send(room, changes[0])
             self.frames_sent += 1
             return

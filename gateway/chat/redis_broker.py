@@ -306,7 +306,8 @@ class RedisBroker:
 
     # --- presence -------------------------------------------------------------------------------------
 
-    async def enter(self, room: str, user: dict[str, str], connection: str) -> list[dict[str, str]]:
+    async def enter(self, room: str, user: dict[str, str], connection: str,
+                    listed: bool = True) -> list[dict[str, str]]:
         member = f"{user['id']} {self.instance}:{connection}"
         stream = self._stream(room)
         if room not in self._rooms:
@@ -326,7 +327,7 @@ class RedisBroker:
                                       args=[user["id"], member, now + self.presence_ttl, now])
             if first:
                 await self._announce({"type": "join", "room": room, "user": user})
-            return await self.present(room)
+            return await self.present(room) if listed else []
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
 
