@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from gateway.unsealed import Unsealed
+
 MAX_COOKIE_BYTES = 4000  # browsers keep at least 4096 bytes per cookie, name and attributes included
 # Browsers send every cookie in one Cookie header line, and the WebSocket handshake parser (websockets)
 # answers 431 to a line over 8,192 bytes: the token's cookies together stay under this, leaving room for
@@ -71,6 +73,10 @@ class Sealer:
             deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
             data = b"z" + deflate.compress(data) + deflate.flush()  # JSON never starts with "z"
         return self._fernet.encrypt_at_time(data, int(self._clock())).decode("ascii")
+
+    def sealed_at(self, sealed: str) -> int:
+        """When `sealed` (a value `open` accepted) was sealed: Fernet's timestamp."""
+        return self._fernet.extract_timestamp(sealed.encode("ascii"))
 
     def open(self, sealed: str, max_age: int) -> dict[str, Any] | None:
         """The payload, or None for anything tampered, foreign, expired or malformed."""
@@ -180,6 +186,7 @@ class TokenCookie:
             self.name = "gateway_token"
         self.max_age = max_age
         self._clock = clock
+        self.unsealed: Unsealed[TokenSession] = Unsealed()
 
     def chunk_name(self, index: int) -> str:
         return self.name if index == 0 else f"{self.name}.{index}"
@@ -209,10 +216,31 @@ class TokenCookie:
             return session
         return None
 
+    def forget(self, conn: HTTPConnection) -> None:
+        """This request's cookie is signed out: drop it from the unsealed cache."""
+        raw = self.raw(conn)
+        if raw:
+            self.unsealed.forget(raw)
+
     def _open(self, conn: HTTPConnection) -> TokenSession | None:
         raw = self.raw(conn)
         if not raw:
             return None
+        kept = self.unsealed.get(raw)
+        if kept is not None:
+            sealed_at, cached = kept
+            now = self._clock()
+            # What Fernet's own check and the one below would say now (a seal from the future never got in).
+            if sealed_at + self.max_age < now or cached.auth_time + self.max_age <= now:
+                self.unsealed.forget(raw)
+                return None
+            return cached
+        session = self._unseal(raw)
+        if session is not None:
+            self.unsealed.put(raw, self.sealer.sealed_at(raw), session)
+        return session
+
+    def _unseal(self, raw: str) -> TokenSession | None:
         payload = self.sealer.open(raw, self.max_age)
         if payload is None:
             return None

@@ -73,6 +73,7 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
         await gateway.authenticator.end_session(ended_id, auth_time + gateway.settings.session_max_age)
     response = await _end_session_page(request, gateway, provider, id_token)
     clear_cookies(gateway, response)
+    gateway.token_cookie.forget(request)
     if provider is not None:
         tokens = [(s.refresh_token, "refresh_token") for s in (refresh,) if s and s.provider == provider.name]
         tokens += [(s.access_token, "access_token") for s in (session,) if s and s.provider == provider.name]
