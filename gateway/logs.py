@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from contextvars import ContextVar
 from typing import Literal
 
@@ -39,7 +39,7 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         status: list[int] = []
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        token = request_id.set(incoming if _INCOMING_ID.fullmatch(incoming) else uuid.uuid4().hex[:16])
+        token = request_id.set(incoming if _INCOMING_ID.fullmatch(incoming) else os.urandom(8).hex())
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
