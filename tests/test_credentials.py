@@ -111,7 +111,7 @@ def test_missing_origin_only_fails_when_required() -> None:
     check_origin(None, ALLOWED_ORIGINS, required=False)
 
 
-# The §4 matrix over HTTP, through a route that depends on CurrentUser.
+# The credentials matrix (docs/sessions.md, "Credentials") over HTTP, through a route that depends on CurrentUser.
 
 @pytest.fixture
 def me_client(idp: FakeIdP, settings: Settings) -> Iterator[TestClient]:
