@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import os
 import secrets
@@ -17,8 +16,9 @@ import uvicorn
 
 from gateway.config import Settings, load_settings
 from gateway.config_warnings import config_warnings, is_loopback_host
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PortUnavailable
 from gateway.logs import setup_logging
+from gateway.server import bind_socket, uvicorn_config
 
 EXIT_BAD_CONFIG = 2
 RELOAD_ENV_FILE = "_GATEWAY_RELOAD_ENV_FILE"  # no GATEWAY_ prefix: not a setting
@@ -37,31 +37,6 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*authlib.jose.*")
 
 
-class PortUnavailable(Exception):
-    def __init__(self, line: str) -> None:
-        super().__init__(line)
-        self.line = line
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything starts, so a taken port is one line and no traceback."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortUnavailable(f"--port {port}: {host}:{port} is already in use (another gateway?); stop it, "
-                                  f"or choose another port: --port {port + 1}") from None
-        if exc.errno == errno.EACCES:
-            raise PortUnavailable(f"--port {port}: not allowed to listen on {host}:{port}; "
-                                  "choose a port above 1023, e.g. --port 8000") from None
-        raise PortUnavailable(f"--host {host}: cannot listen there ({exc.strerror})") from None
-    sock.set_inheritable(True)
-    return sock
-
-
 def _fail(problems: Sequence[str]) -> int:
     for line in problems:
         print(f"gateway: {line}", file=sys.stderr)
@@ -75,7 +50,6 @@ def _warn(lines: Sequence[str]) -> None:
 
 def _serve(settings: Settings, sock: socket.socket, host: str, port: int, log_level: str) -> None:
     from gateway.app import create_app
-    from gateway.server import uvicorn_config
 
     setup_logging(log_level, settings.log_format)
     logging.getLogger("gateway").info("listening on %s:%d (users open %s)", host, sock.getsockname()[1],
@@ -155,8 +129,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.reload:
         setup_logging(args.log_level, settings.log_format)
         from uvicorn.supervisors import ChangeReload
-
-        from gateway.server import uvicorn_config
 
         # The reloaded app is built in a fresh process: tell it which env file this command was given.
         os.environ[RELOAD_ENV_FILE] = args.env_file

@@ -134,3 +134,13 @@ def test_the_demo_prints_one_banner(tmp_path: Path) -> None:
     assert lines[3] == f"  history   {tmp_path.resolve() / 'gateway-history.sqlite3'}\n"
     assert lines[4].startswith("  restart   signs everyone out")
     assert "Warning" not in "".join(lines) + rest and "Traceback" not in rest
+
+
+def test_an_address_not_on_this_machine_is_named(tmp_path: Path) -> None:
+    write_env(tmp_path / ".env", "http://127.0.0.1:9/unused")
+
+    result = run_gateway(tmp_path, "serve", "--host", "192.0.2.1", "--port", "8000")  # TEST-NET-1: nobody's
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert named(problem_lines(result.stderr)) == ["--host 192.0.2.1"]
