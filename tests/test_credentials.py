@@ -1,4 +1,4 @@
-"""Credentials on a request (README, "Credentials"): header, subprotocol and Origin parsing, then the whole matrix
+"""Credentials on a request (docs/sessions.md): header, subprotocol and Origin parsing, then the whole matrix
 over HTTP through the real `CurrentUser` dependency."""
 
 from __future__ import annotations
