@@ -22,6 +22,7 @@ from gateway.server import bind_socket, uvicorn_config
 
 EXIT_BAD_CONFIG = 2
 RELOAD_ENV_FILE = "_GATEWAY_RELOAD_ENV_FILE"  # no GATEWAY_ prefix: not a setting
+RELOAD_LOG_LEVEL = "_GATEWAY_RELOAD_LOG_LEVEL"
 
 
 def quiet_known_warnings() -> None:
@@ -132,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # The reloaded app is built in a fresh process: tell it which env file this command was given.
         os.environ[RELOAD_ENV_FILE] = args.env_file
+        os.environ[RELOAD_LOG_LEVEL] = args.log_level
         config = uvicorn_config("gateway.cli:app_from_env", args.host, args.port, args.log_level,
                                 reload=True, factory=True)
         # Server.run alone never reloads: the supervisor (as in uvicorn.run) watches files and restarts it.
@@ -143,11 +145,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def app_from_env() -> object:
-    """Factory for `serve --reload` (uvicorn re-imports the app in a child process)."""
+    """Factory for `serve --reload` (uvicorn re-imports the app in a child process, where main() never ran)."""
+    quiet_known_warnings()  # before gateway.app imports authlib
     from gateway.app import create_app
 
-    quiet_known_warnings()
-    return create_app(load_settings(os.environ.get(RELOAD_ENV_FILE, ".env"), reject_unknown=True))
+    settings = load_settings(os.environ.get(RELOAD_ENV_FILE, ".env"), reject_unknown=True)
+    setup_logging(os.environ.get(RELOAD_LOG_LEVEL, "info"), settings.log_format)  # the child's own handlers
+    return create_app(settings)
 
 
 async def _check(settings: Settings) -> list[str]:

@@ -144,3 +144,15 @@ def test_an_address_not_on_this_machine_is_named(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert named(problem_lines(result.stderr)) == ["--host 192.0.2.1"]
+
+
+def test_the_app_that_serve_reload_builds_prints_no_deprecation_warnings(tmp_path: Path) -> None:
+    write_env(tmp_path / ".env", "http://127.0.0.1:9/unused")
+    # What uvicorn's reloader runs in its child process, where main() never ran.
+    result = subprocess.run([sys.executable, "-c", "import gateway.cli; gateway.cli.app_from_env(); print('built')"],
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
+                            check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "built\n"
+    assert "Warning" not in result.stderr and "deprecated" not in result.stderr
