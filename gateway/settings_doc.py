@@ -74,12 +74,20 @@ def _word(word: str) -> str:
 
 def _prose(lines: list[str]) -> str:
     words: list[str] = []
-    for word in (word for line in lines for word in line.split()):
-        if words and words[-1].count("<") > words[-1].count(">"):
-            words[-1] += " " + word  # <new key>: one placeholder, one code span
-        else:
-            words.append(word)
-    return " ".join(_word(word) for word in words)
+    done: set[int] = set()  # indexes of words already formatted
+    for line in lines:
+        head, example, tail = line.partition("Example: ")
+        for word in head.split():
+            if words and len(words) - 1 not in done and words[-1].count("<") > words[-1].count(">"):
+                words[-1] += " " + word  # <new key>: one placeholder, one code span
+            else:
+                words.append(word)
+        if example:  # an example value is one code span (JSON, NAME=value), never split into words
+            words.append("Example:")
+            if tail.strip():
+                done.add(len(words))
+                words.append(f"`{tail.strip()}`" if MARKUP.intersection(tail) else tail.strip())
+    return " ".join(word if index in done else _word(word) for index, word in enumerate(words))
 
 
 def _names(block: Block) -> list[str]:
