@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import Settings
-from gateway.settings_doc import BEGIN, DOC, END, EXAMPLE, render, slug, with_settings
+from gateway.settings_doc import BEGIN, DOC, END, EXAMPLE, RULE, render, slug, with_settings
 from gateway.unknown_settings import NOT_FROM_THE_ENVIRONMENT, closest_setting, setting_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,3 +143,16 @@ def test_the_repository_names_no_outside_document() -> None:
     naming = [name for name in files if (ROOT / name).is_file() and not name.endswith(".png")
               and word in (ROOT / name).read_text(encoding="utf-8", errors="replace")]
     assert naming == []
+
+
+def test_rendering_keeps_markup_out_of_the_prose() -> None:
+    example = "\n".join([RULE, "# Limits", RULE, "", "# Uses __Host- cookies and <name>, never raw.",
+                         '# Example: {"a_b": [1]}', "# GATEWAY_X=1", "# GATEWAY_Y=2", ""])
+
+    out = render(example)
+
+    assert "- [Limits](#limits): [`GATEWAY_X`](#gateway_x), [`GATEWAY_Y`](#gateway_y)" in out
+    assert "Uses `__Host-` cookies and `<name>`, never raw." in out
+    assert 'Example: `{"a_b": [1]}`' in out
+    assert '<a id="gateway_x"></a>\n<a id="gateway_y"></a>\n\n### `GATEWAY_X`, `GATEWAY_Y`' in out
+    assert "```sh\n# GATEWAY_X=1\n# GATEWAY_Y=2\n```" in out
