@@ -26,6 +26,7 @@ from gateway.config import Settings
 from gateway.cookie_guard import DuplicateCookieGuard
 from gateway.cookies import Sealer, SessionCookie, TokenCookie
 from gateway.denylist_store import SqliteDenyStore
+from gateway.forwarded import UntrustedForwardedForWarning
 from gateway.headers import SecurityHeadersMiddleware
 from gateway.logs import AccessLogMiddleware
 from gateway.metrics import Metrics
@@ -154,6 +155,8 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     # Outside the login state, which reads a cookie: two of one name are refused before anyone reads one.
     app.add_middleware(DuplicateCookieGuard, templates=gateway.templates, public_url=settings.public_url)
     app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url)
+    if not settings.trusted_proxies:  # inside the access log: its warning carries the request id
+        app.add_middleware(UntrustedForwardedForWarning)
     app.add_middleware(AccessLogMiddleware)
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     app.include_router(ops.router)

@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
+import logging
 import os
 import secrets
+import socket
 import sys
+import warnings
 from collections.abc import Sequence
 
 import uvicorn
 
 from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError
+from gateway.config_warnings import config_warnings, is_loopback_host
+from gateway.errors import ConfigError, PortUnavailable
 from gateway.logs import setup_logging
+from gateway.server import bind_socket, uvicorn_config
 
 EXIT_BAD_CONFIG = 2
 RELOAD_ENV_FILE = "_GATEWAY_RELOAD_ENV_FILE"  # no GATEWAY_ prefix: not a setting
+RELOAD_LOG_LEVEL = "_GATEWAY_RELOAD_LOG_LEVEL"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def quiet_known_warnings() -> None:
+    """Start-up must not read like an error. Two third-party deprecations are known and harmless here:
+    authlib warns that plain httpx is deprecated in favour of httpx2, which we keep out on purpose (respx,
+    our tests' HTTP mock, cannot intercept it); oidc-provider-mock 0.3.4, the demo's provider, imports the
+    deprecated authlib.jose. pytest ignores the same two (pyproject.toml, filterwarnings)."""
+    # authlib.deprecate puts an "always" filter for its warnings in front of the list when imported:
+    # import it first, so that ours go in front of that one.
+    import authlib.deprecate  # noqa: F401
+
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    warnings.filterwarnings("ignore", message=".*authlib.jose.*")
 
 
 def _fail(problems: Sequence[str]) -> int:
@@ -35,36 +44,47 @@ def _fail(problems: Sequence[str]) -> int:
     return EXIT_BAD_CONFIG
 
 
-def _serve(settings: Settings, host: str, port: int, log_level: str) -> None:
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"gateway: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _serve(settings: Settings, sock: socket.socket, host: str, port: int, log_level: str) -> None:
     from gateway.app import create_app
-    from gateway.server import uvicorn_config
 
     setup_logging(log_level, settings.log_format)
+    logging.getLogger("gateway").info("listening on %s:%d (users open %s)", host, sock.getsockname()[1],
+                                      settings.public_url)
     config = uvicorn_config(create_app(settings), host, port, log_level, settings.ws_ping_interval,
                             settings.ws_ping_timeout, settings.trusted_proxies)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not _is_loopback(args.host) and not args.unsafe_public:
+    if not is_loopback_host(args.host) and not args.unsafe_public:
         return _fail([f"--host {args.host}: the demo lets anyone sign in as anyone; "
                       "bind to 127.0.0.1, or add --unsafe-public if you really mean it"])
-    from gateway.demo import DEMO_CLIENT_ID, demo_provider
+    from gateway.demo import DEMO_CLIENT_ID, banner, demo_provider
 
-    with demo_provider() as issuer:
+    try:
+        sock = bind_socket(args.host, args.port)
+    except PortUnavailable as exc:
+        return _fail([exc.line])
+    with sock, demo_provider() as issuer:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        public = f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
+        port = sock.getsockname()[1]
+        public = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         try:
             settings = load_settings(
-                env_file=None, demo=True, public_url=public, secret_keys=[secrets.token_urlsafe(32)],
+                env_file=None, reject_unknown=True, demo=True, public_url=public,
+                secret_keys=[secrets.token_urlsafe(32)],
                 providers={"demo": {"issuer": issuer, "client_id": DEMO_CLIENT_ID,
                                     "client_secret": "demo-secret", "title": "Demo provider"}},
             )
         except ConfigError as exc:
             return _fail(exc.problems)
-        print(f"gateway demo: open {public}/chat  (provider at {issuer}; anyone can sign in as anyone)",
-              file=sys.stderr, flush=True)
-        _serve(settings, args.host, args.port, args.log_level)
+        print(banner(public, issuer, settings.history_path, settings.uses_redis), file=sys.stderr, flush=True)
+        _serve(settings, sock, args.host, port, args.log_level)
     return 0
 
 
@@ -96,34 +116,42 @@ def masked_url(url: str) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.env_file)
+        settings = load_settings(args.env_file, reject_unknown=True)
     except ConfigError as exc:
         return _fail(exc.problems)
     problem = redis_problem(settings)
     if problem:
         return _fail([problem])
+    _warn(config_warnings(settings))
+    try:
+        sock = bind_socket(args.host, args.port)
+    except PortUnavailable as exc:
+        return _fail([exc.line])
     if args.reload:
         setup_logging(args.log_level, settings.log_format)
         from uvicorn.supervisors import ChangeReload
 
-        from gateway.server import uvicorn_config
-
         # The reloaded app is built in a fresh process: tell it which env file this command was given.
         os.environ[RELOAD_ENV_FILE] = args.env_file
+        os.environ[RELOAD_LOG_LEVEL] = args.log_level
         config = uvicorn_config("gateway.cli:app_from_env", args.host, args.port, args.log_level,
                                 reload=True, factory=True)
         # Server.run alone never reloads: the supervisor (as in uvicorn.run) watches files and restarts it.
-        ChangeReload(config, target=uvicorn.Server(config).run, sockets=[config.bind_socket()]).run()
+        ChangeReload(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
         return 0
-    _serve(settings, args.host, args.port, args.log_level)
+    with sock:
+        _serve(settings, sock, args.host, args.port, args.log_level)
     return 0
 
 
 def app_from_env() -> object:
-    """Factory for `serve --reload` (uvicorn re-imports the app in a child process)."""
+    """Factory for `serve --reload` (uvicorn re-imports the app in a child process, where main() never ran)."""
+    quiet_known_warnings()  # before gateway.app imports authlib
     from gateway.app import create_app
 
-    return create_app(load_settings(os.environ.get(RELOAD_ENV_FILE, ".env")))
+    settings = load_settings(os.environ.get(RELOAD_ENV_FILE, ".env"), reject_unknown=True)
+    setup_logging(os.environ.get(RELOAD_LOG_LEVEL, "info"), settings.log_format)  # the child's own handlers
+    return create_app(settings)
 
 
 async def _check(settings: Settings) -> list[str]:
@@ -157,9 +185,12 @@ async def _check(settings: Settings) -> list[str]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.env_file)
+        settings = load_settings(args.env_file, reject_unknown=True)
     except ConfigError as exc:
         return _fail(exc.problems)
+    # Each failure is one problem line below; the provider's own warning log would say it a second time.
+    setup_logging("error", settings.log_format)
+    _warn(config_warnings(settings))
     print(f"public URL: {settings.public_url}")
     print(f"secret keys: {len(settings.secret_keys)} (****)")
     print(f"broker: {masked_url(settings.broker_url)}")
@@ -173,32 +204,48 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="gateway", description="Login gateway with a provider-checked chat")
-    commands = root.add_subparsers(dest="command", required=True)
+LOG_LEVELS = ["debug", "info", "warning", "error"]
 
-    demo = commands.add_parser("demo", help="gateway + embedded OpenID provider, no account needed")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--unsafe-public", action="store_true", help="allow a non-loopback --host")
-    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+def parser() -> argparse.ArgumentParser:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    root = argparse.ArgumentParser(prog="gateway", description="Login gateway with a provider-checked chat",
+                                   formatter_class=formatter)
+    commands = root.add_subparsers(dest="command", required=True, metavar="{demo,serve,check-config}")
+
+    demo = commands.add_parser("demo", help="gateway + embedded OpenID provider, no account needed",
+                               description="Try the chat: the gateway with an embedded OpenID provider at "
+                               "which anyone signs in as anyone, and SQLite history.", formatter_class=formatter)
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only, unless "
+                      "--unsafe-public)")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on")
+    demo.add_argument("--unsafe-public", action="store_true", help="allow a non-loopback --host (anyone "
+                      "reaching it can sign in as anyone)")
+    demo.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="least level logged")
     demo.set_defaults(run=cmd_demo)
 
-    serve = commands.add_parser("serve", help="run against the providers configured in the environment")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--env-file", default=".env")
-    serve.add_argument("--reload", action="store_true")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve = commands.add_parser("serve", help="run against the providers configured in the environment",
+                                description="Run the gateway with the GATEWAY_* settings of the environment "
+                                "and the env file (see .env.example).", formatter_class=formatter)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--env-file", default=".env", help="file of GATEWAY_* settings; the environment wins "
+                       "over it")
+    serve.add_argument("--reload", action="store_true", help="restart when the code changes (development)")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="least level logged")
     serve.set_defaults(run=cmd_serve)
 
-    check = commands.add_parser("check-config", help="load settings and reach each provider")
-    check.add_argument("--env-file", default=".env")
+    check = commands.add_parser("check-config", help="load settings and reach each provider",
+                                description="Load the settings, fetch each provider's discovery (and keys), "
+                                "reach Redis, and print the redirect URI to register.", formatter_class=formatter)
+    check.add_argument("--env-file", default=".env", help="file of GATEWAY_* settings; the environment wins "
+                       "over it")
     check.set_defaults(run=cmd_check_config)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_known_warnings()
     args = parser().parse_args(argv)
     code: int = args.run(args)
     return code

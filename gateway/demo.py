@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import oidc_provider_mock
 import werkzeug.serving
@@ -37,3 +38,15 @@ def demo_provider(port: int = 0, token_lifetime: timedelta = timedelta(hours=1))
         server.shutdown()
         server.server_close()
         thread.join(2)
+
+
+def banner(public_url: str, issuer: str, history: Path, uses_redis: bool) -> str:
+    """What `gateway demo` prints once it is about to serve."""
+    where = "in Redis (GATEWAY_BROKER_URL)" if uses_redis else str(history.resolve())
+    return "\n".join([
+        "gateway demo",
+        f"  open      {public_url}/chat",
+        f"  provider  {issuer}: embedded (oidc-provider-mock); anyone can sign in as anyone",
+        f"  history   {where}",
+        "  restart   signs everyone out: the cookie keys and the provider's tokens are new each run",
+    ])

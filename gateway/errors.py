@@ -17,6 +17,16 @@ class ConfigError(GatewayError):
         self.problems = problems
 
 
+class PortUnavailable(GatewayError):
+    """The address to listen on is taken or not ours; `line` says which and what to do."""
+
+    code = "port_unavailable"
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 class CredentialError(GatewayError):
     """A request's credentials were refused. Carries the HTTP status and WWW-Authenticate value."""
 

@@ -25,6 +25,7 @@ class Stats:
 
     handshakes: Counter[str] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
+    store_up: bool = True  # set by GET /metrics just before it renders (the check is async)
 
     def handshake(self, result: str) -> None:
         self.handshakes[result if result in HANDSHAKE_RESULTS else "forbidden"] += 1
@@ -51,6 +52,13 @@ class GatewayCollector(Collector):
         hub = self.gateway.hub
         yield GaugeMetricFamily("gateway_open_sockets", "Chat sockets open on this instance",
                                 value=hub.open_sockets())
+        yield GaugeMetricFamily("gateway_store_up", "1 when the chat's store (Redis; SQLite with the memory "
+                                "broker) answered at this scrape, else 0", value=float(self.stats.store_up))
+        ready = GaugeMetricFamily("gateway_provider_ready", "1 when a provider's discovery is loaded and it "
+                                  "accepts the gateway's credentials, else 0", labels=["provider"])
+        for provider in self.gateway.providers:
+            ready.add_metric([provider.name], float(provider.ready))
+        yield ready
         handshakes = CounterMetricFamily("gateway_handshakes", "WebSocket handshakes by result", labels=["result"])
         for result in HANDSHAKE_RESULTS:
             handshakes.add_metric([result], self.stats.handshakes[result])

@@ -1,4 +1,4 @@
-"""Credentials on a request (README, "Credentials"): where the token comes from, the Origin policy, and the
+"""Credentials on a request (docs/sessions.md): where the token comes from, the Origin policy, and the
 FastAPI dependency that turns a request into a Principal or a proper refusal."""
 
 from __future__ import annotations

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import socket
 from typing import Any
 
 import uvicorn
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from gateway.errors import PortUnavailable
 from gateway.logs import quiet_uvicorn_queries
 
 MAX_CLIENT_FRAME = 4096
@@ -102,3 +105,22 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping
         log_level=log_level,
         **extra,
     )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts, so a taken port is one line and no traceback."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortUnavailable(f"--port {port}: {host}:{port} is already in use (another gateway?); stop it, "
+                                  f"or choose another port: --port {port + 1}") from None
+        if exc.errno == errno.EACCES:
+            raise PortUnavailable(f"--port {port}: not allowed to listen on {host}:{port}; "
+                                  "choose a port above 1023, e.g. --port 8000") from None
+        raise PortUnavailable(f"--host {host}: cannot listen there ({exc.strerror})") from None
+    sock.set_inheritable(True)
+    return sock

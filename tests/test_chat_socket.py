@@ -1,4 +1,4 @@
-"""WS /ws/{room} against a real uvicorn: refusals before accept as HTTP responses (README, "Credentials"), then the
+"""WS /ws/{room} against a real uvicorn: refusals before accept as HTTP responses (docs/sessions.md), then the
 frames and close codes of docs/protocol.md."""
 
 from __future__ import annotations

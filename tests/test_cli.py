@@ -29,8 +29,14 @@ def run_gateway(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def problem_lines(stderr: str) -> list[str]:
-    """The CLI's own lines (`gateway: <VARIABLE>: <what to do>`), without any library warnings."""
-    return [line.removeprefix("gateway: ") for line in stderr.splitlines() if line.startswith("gateway: ")]
+    """The CLI's own problem lines (`gateway: <VARIABLE>: <what to do>`), without warnings of ours or libraries'."""
+    return [line.removeprefix("gateway: ") for line in stderr.splitlines()
+            if line.startswith("gateway: ") and not line.startswith("gateway: warning: ")]
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line.removeprefix("gateway: warning: ") for line in stderr.splitlines()
+            if line.startswith("gateway: warning: ")]
 
 
 def named(lines: list[str]) -> list[str]:
@@ -114,6 +120,7 @@ def test_check_config_with_unreachable_provider(tmp_path: Path, closed_port: int
     lines = problem_lines(result.stderr)
     assert named(lines) == ["GATEWAY_PROVIDERS__MY_IDP__ISSUER"]
     assert f"127.0.0.1:{closed_port}" in lines[0]
+    assert result.stderr.count(f"127.0.0.1:{closed_port}") == 1  # not again as the provider's warning log
     assert "configuration ok" not in result.stdout
 
 

@@ -1,4 +1,4 @@
-"""Tokens bigger than one cookie (README, "Credentials"): compressed, split over chunk cookies, reassembled on read;
+"""Tokens bigger than one cookie (docs/sessions.md): compressed, split over chunk cookies, reassembled on read;
 a missing or tampered chunk is no cookie at all; beyond what a browser can send on the chat socket's
 handshake, sign-in fails with a clear 400."""
 

@@ -1,4 +1,4 @@
-"""The sealed token cookie (README, "Credentials"): Sealer, TokenCookie, and rotation through the app."""
+"""The sealed token cookie (docs/sessions.md): Sealer, TokenCookie, and rotation through the app."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Credentials on a request (README, "Credentials"): header, subprotocol and Origin parsing, then the whole matrix
+"""Credentials on a request (docs/sessions.md): header, subprotocol and Origin parsing, then the whole matrix
 over HTTP through the real `CurrentUser` dependency."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_missing_origin_only_fails_when_required() -> None:
     check_origin(None, ALLOWED_ORIGINS, required=False)
 
 
-# The §4 matrix over HTTP, through a route that depends on CurrentUser.
+# The credentials matrix (docs/sessions.md, "Credentials") over HTTP, through a route that depends on CurrentUser.
 
 @pytest.fixture
 def me_client(idp: FakeIdP, settings: Settings) -> Iterator[TestClient]:

@@ -1,4 +1,4 @@
-"""UserinfoValidator (README, "Credentials"): what each provider answer means, and junk that never reaches it."""
+"""UserinfoValidator (docs/sessions.md): what each provider answer means, and junk that never reaches it."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 
@@ -13,6 +14,7 @@ from gateway.errors import ProviderUnavailable
 from gateway.routes.pages import gateway_of
 
 router = APIRouter()
+STORE_CHECK_TIMEOUT = 2.0  # seconds; Prometheus's default scrape timeout is 10
 
 
 @router.get("/healthz")
@@ -63,4 +65,8 @@ async def metrics(request: Request) -> Response:
         token is not None and hmac.compare_digest(offered.encode(), f"Bearer {token.get_secret_value()}".encode()))
     if not allowed:
         return JSONResponse({"detail": "Not Found"}, status_code=404)
+    try:  # a Redis that stopped answering must not stall the scrape
+        gateway.metrics.stats.store_up = await asyncio.wait_for(gateway.hub.broker.healthy(), STORE_CHECK_TIMEOUT)
+    except TimeoutError:
+        gateway.metrics.stats.store_up = False
     return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
-"""Attacks on the chat socket's handshake (README, "Credentials"), against a real uvicorn: cross-site WebSocket
+"""Attacks on the chat socket's handshake (docs/sessions.md), against a real uvicorn: cross-site WebSocket
 hijacking, Origin tricks, and handshake floods from one address or one user.
 
 Each refusal is checked for its reason too: a 403 from the Origin policy comes before the token is even

@@ -1,4 +1,4 @@
-"""Attacks with tokens that are not ours to accept (README, "Credentials"): another provider's, an expired one,
+"""Attacks with tokens that are not ours to accept (docs/sessions.md): another provider's, an expired one,
 unsigned (alg "none") or signed with the public key as an HMAC secret. Against the chat socket of a real
 uvicorn whose provider validates JWT access tokens locally with its JWKS.
 """
