@@ -28,8 +28,9 @@ pytestmark = pytest.mark.anyio
 Start = Callable[..., AbstractContextManager[str]]
 
 
-@pytest.fixture
-def start(idp: FakeIdP, make_settings: SettingsFactory, browsers_closed: None) -> Start:
+@pytest.fixture(name="start")
+def start_fixture(idp: FakeIdP, make_settings: SettingsFactory, browsers_closed: None) -> Start:
+    """`with start(**settings) as base:` a live gateway whose provider advertises both logout channels."""
     idp.discovery["backchannel_logout_supported"] = True
     idp.discovery["frontchannel_logout_supported"] = True
 
@@ -89,8 +90,8 @@ class Browser:
         return answer.status_code
 
 
-@pytest.fixture
-async def browsers_closed() -> AsyncIterator[None]:
+@pytest.fixture(name="browsers_closed")
+async def browsers_closed_fixture() -> AsyncIterator[None]:
     yield
     while Browser.opened:
         await Browser.opened.pop().http.aclose()

@@ -13,7 +13,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import FakeIdP
 from tests.test_logout import issue_refresh_tokens
-from tests.test_provider_logout import Browser, Start, browsers_closed, closed_with, start, still_open  # noqa: F401
+from tests.test_provider_logout import (  # noqa: F401 - fixtures
+    Browser,
+    Start,
+    browsers_closed_fixture,
+    closed_with,
+    start_fixture,
+)
 
 pytestmark = pytest.mark.anyio
 TOKEN_LIFE = 3
