@@ -288,3 +288,22 @@ async def test_sign_out_everywhere_without_the_csrf_token_is_refused(start: Star
         alice = await Browser(base, idp).sign_in("alice", "s1")
         answer = await alice.http.post("/logout", data={"everywhere": "1"}, headers={"Origin": base})
         assert answer.status_code == 400 and await alice.signed_in()
+
+
+# --- check-config -------------------------------------------------------------------------------------------
+
+def test_check_config_prints_the_logout_uris_and_whether_the_provider_advertises_them(
+        idp: FakeIdP, make_settings: SettingsFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import _check
+
+    idp.discovery["backchannel_logout_supported"] = True
+    settings = make_settings(providers={
+        "idp": {"issuer": ISSUER, "client_id": idp.client_id, "client_secret": "s", "frontchannel_logout": "off"},
+        "gh": {"preset": "github", "client_id": "c", "client_secret": "s"}})
+    assert asyncio.run(_check(settings)) == []
+    out = capsys.readouterr().out
+    assert (f"back-channel logout URI: {PUBLIC_URL}/auth/idp/backchannel-logout (advertised by the provider; "
+            "accepted)") in out
+    assert (f"front-channel logout URI: {PUBLIC_URL}/auth/idp/frontchannel-logout (not advertised by the provider; "
+            "not accepted (GATEWAY_PROVIDERS__IDP__FRONTCHANNEL_LOGOUT=off))") in out
+    assert "logout: none" in out.split("provider gh:")[1]

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from gateway.app import Gateway
 from gateway.cookies import PROVIDER_ID, SignInSession, TokenSession
 from gateway.errors import ProviderUnavailable
-from gateway.logout import HOST_PORT
+from gateway.logout import HOST_PORT, supports
 from gateway.logout_token import InvalidLogoutToken, LogoutToken
 from gateway.providers import Provider
 from gateway.routes.auth import clear_cookies
@@ -31,19 +31,6 @@ NO_STORE = {"Cache-Control": "no-store"}
 def _bad(description: str) -> JSONResponse:
     return JSONResponse({"error": "invalid_request", "error_description": description}, status_code=400,
                         headers=NO_STORE)
-
-
-async def supports(provider: Provider, channel: str) -> bool:
-    """Whether `channel` ("backchannel" or "frontchannel") logout is on for `provider`: its setting, or with
-    "auto" its discovery's `<channel>_logout_supported`."""
-    setting = getattr(provider.settings, f"{channel}_logout")
-    if setting != "auto":
-        return bool(setting == "on")
-    try:
-        metadata = await provider.metadata()
-    except ProviderUnavailable:
-        return False
-    return metadata.get(f"{channel}_logout_supported") is True
 
 
 async def _form_field(request: Request, name: str) -> str | JSONResponse:
