@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 from starlette.testclient import TestClient
@@ -160,3 +162,16 @@ def test_a_body_over_the_limit_without_a_length_is_400(victim: TestClient) -> No
         "/auth/idp/backchannel-logout", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert answer.status_code == 400 and "bytes" in answer.json()["error_description"]
     assert still_signed_in(victim)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.one_of(
+    st.text(max_size=300),
+    st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", max_size=80),
+             min_size=1, max_size=5).map(".".join),
+))
+def test_anything_as_a_logout_token_is_400_never_a_500(victim: TestClient, token: str) -> None:
+    answer = TestClient(victim.app, base_url=PUBLIC_URL).post("/auth/idp/backchannel-logout",
+                                                              data={"logout_token": token})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
