@@ -230,10 +230,9 @@ class TokenCookie:
 
     def _open(self, conn: HTTPConnection) -> TokenSession | None:
         raw = self.raw(conn)
-        return self.open_sealed(raw) if raw else None
+        return self._unseal(raw) if raw else None
 
-    def open_sealed(self, raw: str) -> TokenSession | None:
-        """A sealed value as `seal` makes it (the cookie's, reassembled), or None."""
+    def _unseal(self, raw: str) -> TokenSession | None:
         payload = self.sealer.open(raw, self.max_age)
         if payload is None:
             return None
@@ -268,6 +267,10 @@ class TokenCookie:
             if len(value) + chunks * (len(self.name) + 8) > MAX_TOKEN_COOKIES_BYTES:
                 raise TokenTooLarge(len(value))
         return value, max_age
+
+    def open_sealed(self, sealed: str) -> TokenSession | None:
+        """A value as `seal` makes it (a refresh's, sent to the sign-in's sockets), or None."""
+        return self._unseal(sealed)
 
     def chunks(self, value: str) -> list[str]:
         """Cookie values: the sealed value itself when it fits, else "<count>:<first chunk>", chunk 2, ..."""

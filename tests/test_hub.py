@@ -12,10 +12,9 @@ import pytest
 
 from gateway.chat.broker import MemoryBroker
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame
-from gateway.chat.history import SqliteHistory, StoreUnavailable, parse_id
+from gateway.chat.history import SqliteHistory, parse_id
 from gateway.chat.hub import FLOODING, HistoryBacklog, Hub, HubLimits, Member
 from gateway.chat.outbox import TOO_SLOW, Outbox
-from gateway.chat.sign_ins import SignIn
 
 
 class Clock:
@@ -519,60 +518,3 @@ async def test_history_bytes_are_counted_across_restarts_and_pruning(tmp_path: P
             await again.append("other", user("a"), "y" * 1000, None)
     finally:
         await again.close()
-
-
-# --- sign-ins: what a logout at the provider or a refresh reaches (gateway.chat.sign_ins) -------------------
-
-def signed_in(hub: Hub, name: str, session_id: str, sid: str = "", auth_time: float = 100.0) -> Member:
-    member = hub.member("lobby", user(name))
-    member.sign_in = SignIn("idp", session_id, sid, auth_time)
-    return member
-
-
-@pytest.mark.anyio
-async def test_ending_sign_ins_closes_exactly_the_sockets_named(tmp_path: Path) -> None:
-    hub = await make_hub(tmp_path / "h.sqlite3")
-    a1, a2 = signed_in(hub, "ann", "s-1", "p-1"), signed_in(hub, "ann", "s-2", "p-2", auth_time=300.0)
-    bot = hub.member("lobby", user("ann"))  # a bearer token: no sign-in
-    bob = signed_in(hub, "bob", "s-3", "p-1")  # a provider session is named by its sid, whoever signed in
-    for member in (a1, a2, bot, bob):
-        await hub.join(member)
-    await hub.end_sign_ins("ended", provider="idp", sid="p-1")
-    assert [m.outbox.close_code for m in (a1, a2, bot, bob)] == [4401, None, None, 4401]
-    await hub.end_sign_ins("ended", user_id="idp:ann", before=200.0)  # a2 signed in later: stays
-    assert a2.outbox.close_code is None and bot.outbox.close_code is None
-    await hub.end_sign_ins("ended", session_id="s-2")
-    assert a2.outbox.close_code == 4401 and bot.outbox.close_code is None
-    await hub.leave(a2)
-    assert hub.sockets_of_sign_in("s-2") == 0 and hub.sockets_of_sign_in("s-1") == 1
-    await hub.stop()
-
-
-@pytest.mark.anyio
-async def test_a_refresh_reaches_the_sockets_of_that_sign_in_only(tmp_path: Path) -> None:
-    hub = await make_hub(tmp_path / "h.sqlite3")
-    mine, other = signed_in(hub, "ann", "s-1"), signed_in(hub, "ann", "s-2")
-    got: list[tuple[str, str]] = []
-    mine.on_refresh = lambda sealed: got.append(("mine", sealed))
-    other.on_refresh = lambda sealed: got.append(("other", sealed))
-    for member in (mine, other):
-        await hub.join(member)
-    await hub.refreshed("s-1", "sealed-value")
-    assert got == [("mine", "sealed-value")]
-    await hub.stop()
-
-
-@pytest.mark.anyio
-async def test_with_the_broker_unreachable_a_session_end_still_closes_this_instances_sockets(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub = await make_hub(tmp_path / "h.sqlite3")
-    member = signed_in(hub, "ann", "s-1", "p-1")
-    await hub.join(member)
-
-    async def unreachable(event: dict[str, Any]) -> None:
-        raise StoreUnavailable("Redis: ConnectionError")
-
-    monkeypatch.setattr(hub.broker, "announce", unreachable)
-    await hub.end_sign_ins("ended", provider="idp", sid="p-1")
-    assert member.outbox.close_code == 4401
-    await hub.stop()

@@ -156,9 +156,9 @@ class Hub:
         presence ahead of anything already queued; the client merges by id. `after`: a reconnecting
         client's last id: its history is then everything since (no gap to fill with a later resume),
         sent a page at a time ahead of live frames."""
+        self._sign_ins.add(member)
         self._rooms.setdefault(member.room, set()).add(member)
         self._users.setdefault(member.user["id"], set()).add(member)
-        self._sign_ins.add(member)
         present = await self.broker.enter(member.room, member.user, member.id)
         welcome = encode({"type": "welcome", "user": member.user, "room": member.room,
                           "server_time": int(self._clock() * 1000)})
