@@ -28,10 +28,12 @@ from gateway.cookies import Sealer, SessionCookie, TokenCookie
 from gateway.denylist_store import SqliteDenyStore
 from gateway.forwarded import UntrustedForwardedForWarning
 from gateway.headers import SecurityHeadersMiddleware
+from gateway.logout_token import LogoutTokenVerifier
 from gateway.logs import AccessLogMiddleware
 from gateway.metrics import Metrics
 from gateway.path_cookies import IdTokenCookie, RefreshCookie, RevokeCookie
 from gateway.providers import Providers
+from gateway.replay import ReplayCache
 from gateway.security import origin_of
 from gateway.sessions import LoginStateMiddleware
 from gateway.shared import RedisShared
@@ -65,6 +67,7 @@ class Gateway:
     revoke_cookie: RevokeCookie  # the refresh token again, for POST /logout to revoke
     idt_cookie: IdTokenCookie  # the ID token, for POST /logout's id_token_hint
     session_cookie: SessionCookie  # the sign-in's session id: every other cookie of it must carry the same
+    logout_tokens: LogoutTokenVerifier  # back-channel logout (gateway.routes.provider_logout)
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -106,6 +109,9 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         revoke_cookie=RevokeCookie(Sealer(secrets, "refresh cookie"), settings.is_https, settings.session_max_age),
         idt_cookie=IdTokenCookie(Sealer(secrets, "id token cookie"), settings.is_https, settings.session_max_age),
         session_cookie=session_cookie,
+        logout_tokens=LogoutTokenVerifier(
+            ReplayCache(settings.logout_replay_cache_size, settings.logout_replay_cache_bytes),
+            settings.logout_token_max_age, settings.jwt_leeway),
     )
     metrics.attach(gateway)
     broker = gateway.hub.broker
@@ -113,6 +119,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         shared = RedisShared(broker.redis, settings.redis_prefix, broker.announce)
         gateway.authenticator.cache.shared = shared
         gateway.authenticator.denied.shared = shared
+        gateway.logout_tokens.replays.shared = shared
         gateway.hub.handlers["_deny"] = lambda event: gateway.authenticator.denied.remember(
             str(event["key"]), float(event["until"]))
     else:  # one process: the deny-list survives restarts in the history's SQLite file
@@ -121,7 +128,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
-    from gateway.routes import auth, chat, check, logout, ops
+    from gateway.routes import auth, chat, check, logout, ops, provider_logout, refresh
 
     owns_client = http is None
     client = http or httpx.AsyncClient(
@@ -161,7 +168,9 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     app.include_router(ops.router)
     app.include_router(auth.router)
+    app.include_router(refresh.router)
     app.include_router(logout.router)
+    app.include_router(provider_logout.router)
     app.include_router(check.router)
     app.include_router(chat.router)
     return app

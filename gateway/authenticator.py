@@ -18,6 +18,8 @@ from gateway.validators import peek_jwt
 
 log = logging.getLogger("gateway.auth")
 SESSION_ENTRY = "session "  # a deny-list entry for a sign-in; no token holds a space (token68)
+SID_ENTRY = "sid "  # a provider's session ended there (back-channel or front-channel logout)
+USER_ENTRY = "user "  # every sign-in of a user at a provider before a time (sign-out everywhere)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Credentials:
     expires_at: float | None = None
     session_ends: float | None = None  # GATEWAY_SESSION_MAX_AGE after sign-in (cookies)
     session_id: str | None = None  # the sign-in the cookie belongs to: refused once it signed out
+    sid: str | None = None  # the provider's session of that sign-in (the ID token's `sid`)
 
     def __repr__(self) -> str:  # never show the token
         return f"Credentials(source={self.source!r}, provider={self.provider!r})"
@@ -88,9 +91,14 @@ class Authenticator:
                 raise InvalidToken("this token was signed out; sign in again")
             if credentials.session_id and await self.session_ended(credentials.session_id):
                 raise InvalidToken("this sign-in was signed out; sign in again")
+            if credentials.sid and self.provider_session_ended(provider.name, credentials.sid):
+                raise InvalidToken(f"{provider.title} ended this sign-in; sign in again")
             principal = await self.cache.get_or_validate(
                 key, lambda: provider.validator.validate(credentials.token),
             )
+            if credentials.session_ends is not None and self.signed_out_everywhere(
+                    principal.user_id, credentials.session_ends - self.session_max_age):
+                raise InvalidToken("this user signed out of every session; sign in again")
         except (InvalidToken, InvalidRequest):
             if client is not None:
                 self.failures.record_failure(client)
@@ -124,6 +132,24 @@ class Authenticator:
 
     async def session_ended(self, session_id: str) -> bool:
         return await self.denied.denied(SESSION_ENTRY + session_id)
+
+    async def end_provider_session(self, provider: str, sid: str) -> None:
+        """Refuse every sign-in made in the provider's session `sid` (its logout said so), for as long as
+        such a sign-in could last."""
+        await self.denied.add(f"{SID_ENTRY}{provider}\0{sid}", self._clock() + self.session_max_age)
+
+    def provider_session_ended(self, provider: str, sid: str) -> bool:
+        return self.denied.until(f"{SID_ENTRY}{provider}\0{sid}") is not None
+
+    async def end_user_sessions(self, user_id: str, before: float) -> None:
+        """Refuse every sign-in of `user_id` ("<provider>:<sub>") made up to `before`. The entry lasts as
+        long as such a sign-in could (GATEWAY_SESSION_MAX_AGE), so it lapses at before + that."""
+        await self.denied.add(USER_ENTRY + user_id, before + self.session_max_age)
+
+    def signed_out_everywhere(self, user_id: str, signed_in_at: float) -> bool:
+        """Whether a sign-in of `user_id` made at `signed_in_at` was ended by a sign-out everywhere."""
+        until = self.denied.until(USER_ENTRY + user_id)
+        return until is not None and signed_in_at <= until - self.session_max_age
 
     def _jwt_expiry(self, token: str) -> float | None:
         peeked = peek_jwt(token)

@@ -191,14 +191,18 @@ class DenyList:
             self._until[key] = max(until, self._until.get(key, 0.0))
 
     async def denied(self, token: str) -> bool:
+        return self.until(token) is not None
+
+    def until(self, token: str) -> float | None:
+        """When the entry for `token` lapses, or None when there is none in force."""
         if not self._until:  # the usual case costs nothing
-            return False
+            return None
         key = _token_key(token)
         until = self._until.get(key)
         if until is not None and until <= self._clock():
             del self._until[key]
-            return False
-        return until is not None
+            return None
+        return until
 
 
 def _token_key(token: str) -> str:

@@ -158,6 +158,7 @@ async def _check(settings: Settings) -> list[str]:
     import httpx
 
     from gateway.errors import ProviderUnavailable
+    from gateway.logout import logout_uri_lines
     from gateway.providers import Providers, variable_prefix
     from gateway.validators import JwtValidator
 
@@ -166,7 +167,7 @@ async def _check(settings: Settings) -> list[str]:
         for provider in Providers(settings, client):
             strategy = provider.validator.strategy
             try:
-                await provider.metadata()
+                metadata = await provider.metadata()
             except ProviderUnavailable as exc:
                 problems.append(f"{variable_prefix(provider.name)}__ISSUER: {exc.detail}")
                 continue
@@ -180,6 +181,10 @@ async def _check(settings: Settings) -> list[str]:
                 continue
             print(f"provider {provider.name}: ok ({provider.issuer}, validation {strategy}); register the "
                   f"redirect URI {settings.redirect_uri(provider.name)}")
+            uris = {"backchannel": settings.backchannel_logout_uri(provider.name),
+                    "frontchannel": settings.frontchannel_logout_uri(provider.name)}
+            for line in logout_uri_lines(provider, metadata, uris):
+                print(line)
     return problems
 
 

@@ -114,6 +114,7 @@ class TokenSession:
     expires_at: float | None
     auth_time: float  # when the user signed in: GATEWAY_SESSION_MAX_AGE counts from here, across refreshes
     session_id: str = ""  # the sign-in's, as in the session cookie; "" in cookies sealed before there was one
+    sid: str = ""  # the provider's session (the ID token's `sid`): a back-channel logout names it
 
 
 def new_session_id() -> str:
@@ -124,11 +125,23 @@ def same_session(expected: str | None, sealed: str) -> bool:
     return bool(expected) and bool(sealed) and hmac.compare_digest(expected or "", sealed)
 
 
+# What a provider's `sid` or `sub` may be to be kept in a cookie: printable ASCII, bounded (OpenID Connect
+# gives no alphabet; every provider we know uses ids, UUIDs or base64url).
+PROVIDER_ID = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
+
+
+def provider_id(value: object) -> str:
+    """`value` when it is a `sid` or `sub` we can keep and compare, else "" (none known)."""
+    return value if isinstance(value, str) and PROVIDER_ID.fullmatch(value) else ""
+
+
 @dataclass(frozen=True)
 class SignInSession:
     provider: str
     session_id: str
     auth_time: float
+    sid: str = ""  # the provider's session id, from the ID token ("" when it sent none)
+    subject: str = ""  # the ID token's `sub`: a sign-out everywhere names the user by it
 
 
 class SessionCookie:
@@ -152,14 +165,20 @@ class SessionCookie:
         if not isinstance(provider, str) or not isinstance(session_id, str) or not session_id \
                 or not isinstance(auth_time, int | float) or auth_time + self.max_age <= self._clock():
             return None
-        return SignInSession(provider, session_id, auth_time)
+        return SignInSession(provider, session_id, auth_time, provider_id(payload.get("d")),
+                             provider_id(payload.get("u")))
 
     def session_id(self, conn: HTTPConnection) -> str | None:
         session = self.read(conn)
         return session.session_id if session else None
 
     def set(self, response: Response, session: SignInSession) -> None:
-        value = self.sealer.seal({"p": session.provider, "s": session.session_id, "a": session.auth_time})
+        payload: dict[str, Any] = {"p": session.provider, "s": session.session_id, "a": session.auth_time}
+        if session.sid:
+            payload["d"] = session.sid
+        if session.subject:
+            payload["u"] = session.subject
+        value = self.sealer.seal(payload)
         max_age = max(0, int(session.auth_time + self.max_age - self._clock()))
         response.set_cookie(self.name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
                             samesite="lax")
@@ -253,7 +272,7 @@ class TokenCookie:
             return None
         if auth_time + self.max_age <= self._clock():
             return None
-        return TokenSession(provider, token, expires_at, auth_time, session_id)
+        return TokenSession(provider, token, expires_at, auth_time, session_id, provider_id(payload.get("d")))
 
     def seal(self, session: TokenSession) -> tuple[str, int]:
         """The sealed value and its Max-Age: the earlier of the token's expiry and the session limit.
@@ -266,6 +285,8 @@ class TokenCookie:
                                    "a": session.auth_time}
         if session.session_id:
             payload["s"] = session.session_id
+        if session.sid:
+            payload["d"] = session.sid
         value = self.sealer.seal(payload)
         if len(value) + len(self.name) > MAX_COOKIE_BYTES:
             value = self.sealer.seal(payload, compress=True)
@@ -273,6 +294,10 @@ class TokenCookie:
             if len(value) + chunks * (len(self.name) + 8) > MAX_TOKEN_COOKIES_BYTES:
                 raise TokenTooLarge(len(value))
         return value, max_age
+
+    def open_sealed(self, sealed: str) -> TokenSession | None:
+        """A value as `seal` makes it (a refresh's, sent to the sign-in's sockets), or None."""
+        return self._unseal(sealed)
 
     def chunks(self, value: str) -> list[str]:
         """Cookie values: the sealed value itself when it fits, else "<count>:<first chunk>", chunk 2, ..."""

@@ -40,7 +40,9 @@ class SecurityHeadersMiddleware:
                 headers.setdefault("Content-Security-Policy", self.csp)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("X-Frame-Options", "DENY")
+                # Unframable, but for a route whose own CSP names who may frame it (front-channel logout).
+                if "frame-ancestors 'none'" in headers["Content-Security-Policy"]:
+                    headers.setdefault("X-Frame-Options", "DENY")
                 if not scope["path"].startswith("/static/"):
                     headers.setdefault("Cache-Control", "no-store")
                 if self.https:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 from gateway.errors import ProviderUnavailable
-from gateway.providers import Provider
+from gateway.providers import Provider, variable_prefix
 from gateway.tokens import fingerprint
 
 log = logging.getLogger("gateway.auth")
@@ -52,6 +52,51 @@ def end_session(metadata: dict[str, Any], client_id: str, id_token: str | None,
     if id_token:
         fields.insert(0, ("id_token_hint", id_token))
     return EndSession(endpoint, tuple(fields))
+
+
+CHANNELS = {"backchannel": "back-channel", "frontchannel": "front-channel"}
+
+
+def channel_setting(provider: Provider, channel: str) -> str:
+    return str(getattr(provider.settings, f"{channel}_logout"))
+
+
+def advertised(metadata: dict[str, Any], channel: str) -> bool:
+    return metadata.get(f"{channel}_logout_supported") is True
+
+
+async def supports(provider: Provider, channel: str) -> bool:
+    """Whether `channel` ("backchannel" or "frontchannel") logout is on for `provider`: its setting, or with
+    "auto" its discovery's `<channel>_logout_supported`."""
+    setting = channel_setting(provider, channel)
+    if setting != "auto":
+        return setting == "on"
+    if not provider.preset.discovery:
+        return False
+    try:
+        metadata = await provider.metadata()
+    except ProviderUnavailable:
+        return False
+    return advertised(metadata, channel)
+
+
+def logout_uri_lines(provider: Provider, metadata: dict[str, Any], uris: dict[str, str]) -> list[str]:
+    """For check-config: per channel, the URI to register next to the redirect URI, whether the provider
+    advertises the channel, and whether the gateway accepts it."""
+    if not provider.preset.discovery:
+        return ["  logout: none (this provider cannot tell the gateway that a session ended)"]
+    lines = []
+    for channel, label in CHANNELS.items():
+        variable = f"{variable_prefix(provider.name)}__{channel.upper()}_LOGOUT"
+        setting = channel_setting(provider, channel)
+        said = advertised(metadata, channel)
+        if setting == "auto":
+            state = "accepted" if said else f"not accepted; {variable}=on accepts it"
+        else:
+            state = f"{'accepted' if setting == 'on' else 'not accepted'} ({variable}={setting})"
+        lines.append(f"  {label} logout URI: {uris[channel]} ({'advertised' if said else 'not advertised'} by the "
+                     f"provider; {state})")
+    return lines
 
 
 async def revoke_tokens(provider: Provider, tokens: Sequence[tuple[str, str]]) -> None:

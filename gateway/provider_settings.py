@@ -47,6 +47,9 @@ class ProviderSettings(BaseModel):
     algorithms: CommaList = Field(default_factory=list)
     required_scopes: CommaList = Field(default_factory=list)
     title: str | None = None
+    # Logout the provider starts (docs/logout.md): "auto" when its discovery advertises it.
+    backchannel_logout: Literal["auto", "on", "off"] = "auto"
+    frontchannel_logout: Literal["auto", "on", "off"] = "auto"
 
     _split = field_validator("scopes", "algorithms", "required_scopes", mode="before")(comma_list)
 

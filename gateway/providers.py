@@ -105,6 +105,8 @@ class Provider:
         )
         if self._metadata is not None:
             self.oauth.server_metadata.update(self._metadata, _loaded_at=time.time())
+        self._jwks_refresh = (gateway.jwks_refresh, gateway.jwks_min_refetch)
+        self._jwks: JwksCache | None = None
         self.validator = self._validator(gateway)
         http.strategy = self.validator.strategy
 
@@ -216,6 +218,15 @@ class Provider:
 
     async def _issuer(self) -> str:
         return str((await self.metadata())["issuer"])
+
+    @property
+    def jwks(self) -> JwksCache:
+        """The provider's signing keys (logout tokens), shared with the JWT validator when there is one."""
+        if isinstance(self.validator, JwtValidator):
+            return self.validator.jwks
+        if self._jwks is None:
+            self._jwks = JwksCache(self.http, lambda: self.endpoint("jwks_uri"), *self._jwks_refresh)
+        return self._jwks
 
     # --- validation -----------------------------------------------------------------------------------
 

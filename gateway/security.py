@@ -90,7 +90,8 @@ def extract_credentials(conn: HTTPConnection, gateway: Gateway, sibling: bool = 
     session = gateway.token_cookie.read(conn, sibling=sibling)
     if session is not None:
         return Credentials(session.access_token, "cookie", session.provider, session.expires_at,
-                           session.auth_time + gateway.settings.session_max_age, session.session_id or None)
+                           session.auth_time + gateway.settings.session_max_age, session.session_id or None,
+                           session.sid or None)
     return None
 
 

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     failed_auth_burst: int = Field(default=20, gt=0)
     failed_auth_rate: float = Field(default=0.5, gt=0)
     jwt_leeway: int = Field(default=30, ge=0, le=300)
+    logout_token_max_age: int = Field(default=300, gt=0, le=3600)  # how old a logout token's iat may be
+    logout_replay_cache_size: int = Field(default=10_000, gt=0)
+    logout_replay_cache_bytes: int = Field(default=2 << 20, ge=64 * 1024)
     jwks_refresh: float = Field(default=3600.0, gt=0)
     jwks_min_refetch: float = Field(default=60.0, ge=0)
     history_limit: int = Field(default=10_000, gt=0)
@@ -271,3 +274,9 @@ class Settings(BaseSettings):
 
     def redirect_uri(self, provider: str) -> str:
         return f"{self.public_url}/auth/{provider}/callback"
+
+    def backchannel_logout_uri(self, provider: str) -> str:
+        return f"{self.public_url}/auth/{provider}/backchannel-logout"
+
+    def frontchannel_logout_uri(self, provider: str) -> str:
+        return f"{self.public_url}/auth/{provider}/frontchannel-logout"

@@ -73,6 +73,14 @@ class RedisShared:
         except (RedisError, OSError):
             log.error("could not share a logout with the other instances: Redis unreachable")
 
+    async def claim(self, key: str, until: float) -> bool | None:
+        """A logout token's jti, spent once across instances (gateway.replay)."""
+        ttl_ms = max(1, int((until - self._clock()) * 1000))
+        try:
+            return bool(await self.redis.set(self._key("jti", key), "1", px=ttl_ms, nx=True))
+        except (RedisError, OSError):
+            return None
+
     async def load_denied(self, denied: DenyList) -> None:
         """An instance that starts late learns the logouts still in force."""
         try:

@@ -44,6 +44,7 @@ class FakeIdP:
         self.codes: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, dict[str, Any]] = {}  # access token -> claims
         self.expires_in = 3600
+        self.sid: str | None = None  # the `sid` its ID tokens carry (its session at the provider), if any
         self.discovery = {
             "issuer": issuer,
             "authorization_endpoint": f"{issuer}/authorize",
@@ -96,7 +97,7 @@ class FakeIdP:
         access = self.issue_token(grant["sub"], **grant["claims"])
         return httpx.Response(200, json={
             "access_token": access, "token_type": "Bearer", "expires_in": self.expires_in,
-            "id_token": self.id_token(grant["sub"], grant["nonce"]),
+            "id_token": self.id_token(grant["sub"], grant["nonce"], **({"sid": self.sid} if self.sid else {})),
         })
 
     def _userinfo(self, request: httpx.Request) -> httpx.Response:

@@ -144,6 +144,10 @@ def test_check_config_with_reachable_provider(tmp_path: Path) -> None:
     assert problem_lines(result.stderr) == []
     assert "configuration ok" in result.stdout
     assert f"{PUBLIC_URL}/auth/my-idp/callback" in result.stdout
+    # The demo provider advertises neither logout channel: the URIs to register, and how to turn them on.
+    assert (f"back-channel logout URI: {PUBLIC_URL}/auth/my-idp/backchannel-logout (not advertised by the "
+            "provider; not accepted; GATEWAY_PROVIDERS__MY_IDP__BACKCHANNEL_LOGOUT=on accepts it)") in result.stdout
+    assert f"front-channel logout URI: {PUBLIC_URL}/auth/my-idp/frontchannel-logout" in result.stdout
     output = result.stdout + result.stderr
     assert KEY not in output
     assert CLIENT_SECRET not in output

@@ -47,7 +47,7 @@ def issue_refresh_tokens(idp: FakeIdP) -> list[str]:
             if form.get("refresh_token") not in issued:
                 return httpx.Response(400, json={"error": "invalid_grant"})
             body: dict[str, Any] = {"access_token": idp.issue_token("alice"), "token_type": "Bearer",
-                                    "expires_in": 3600}
+                                    "expires_in": idp.expires_in}
         else:
             answer = original(request)
             if answer.status_code != 200:

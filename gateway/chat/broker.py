@@ -52,6 +52,10 @@ class Broker(Protocol):
         """Close every socket of a user, on every instance (logout, lost access)."""
         ...
 
+    async def announce(self, event: Event) -> None:
+        """Deliver a control event to every instance's hub, this one's included."""
+        ...
+
     async def healthy(self) -> bool: ...
 
 
@@ -110,6 +114,9 @@ class MemoryBroker:
 
     async def kick(self, user_id: str, code: int, reason: str) -> None:
         self._deliver({"type": "_kick", "user_id": user_id, "code": code, "reason": reason})
+
+    async def announce(self, event: Event) -> None:
+        self._deliver(event)
 
     async def healthy(self) -> bool:
         return True

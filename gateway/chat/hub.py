@@ -23,6 +23,7 @@ from gateway.chat.history import Page, StoreUnavailable, parse_id
 from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
 from gateway.chat.quota import HistoryFull
+from gateway.chat.sign_ins import SignIn, SignInIndex
 from gateway.chat.tail import RoomTails
 from gateway.limits import KeyedBuckets, TokenBucket
 
@@ -61,6 +62,9 @@ class Member:
     id: str = field(default_factory=lambda: f"c{next(_ids)}")
     strikes: int = 0  # messages refused in a row for the rate limit
     resumes: TokenBucket | None = None
+    sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
+    # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
+    on_refresh: Callable[[str], None] | None = None
 
 
 def rate_limited(message: str, retry_after: float) -> str:
@@ -76,6 +80,7 @@ class Hub:
         self._clock = clock
         self._rooms: dict[str, set[Member]] = {}
         self._users: dict[str, set[Member]] = {}
+        self._sign_ins: SignInIndex[Member] = SignInIndex()
         self._rates = KeyedBuckets(self.limits.message_rate, self.limits.message_burst)
         self._user_resumes = KeyedBuckets(self.limits.user_resume_rate, self.limits.user_resume_burst)
         self._resume_bytes = KeyedBuckets(self.limits.user_resume_bytes, 4 * self.limits.user_resume_bytes)
@@ -118,6 +123,7 @@ class Hub:
         presence ahead of anything already queued; the client merges by id. `after`: a reconnecting
         client's last id: its history is then everything since (no gap to fill with a later resume),
         sent a page at a time ahead of live frames."""
+        self._sign_ins.add(member)
         self._rooms.setdefault(member.room, set()).add(member)
         self._users.setdefault(member.user["id"], set()).add(member)
         # In a storm the room's next presence batch brings this socket its list (gateway.chat.presence).
@@ -134,6 +140,7 @@ class Hub:
             member.outbox.send_backlog(self._backlog(member, after, then=presence))
 
     async def leave(self, member: Member) -> None:
+        self._sign_ins.discard(member)
         for index, key in ((self._rooms, member.room), (self._users, member.user["id"])):
             members = index.get(key)
             if members is not None:
@@ -204,6 +211,51 @@ class Hub:
     async def disconnect_user(self, user_id: str, code: int, reason: str) -> None:
         await self.broker.kick(user_id, code, reason)
 
+    async def end_sign_ins(self, reason: str, *, session_id: str | None = None, provider: str | None = None,
+                           sid: str | None = None, user_id: str | None = None,
+                           before: float | None = None) -> None:
+        """Close (4401), on every instance, the sockets of one sign-in (`session_id`), of a provider's
+        session (`provider` and `sid`), or of every sign-in of `user_id` made up to `before`."""
+        await self._announce({"type": "_end", "session_id": session_id, "provider": provider, "sid": sid,
+                              "user_id": user_id, "before": before, "reason": reason})
+
+    async def refreshed(self, session_id: str, sealed: str) -> None:
+        """Tell the sockets of sign-in `session_id`, on every instance, its new token cookie (sealed)."""
+        await self._announce({"type": "_refresh", "session_id": session_id, "sealed": sealed})
+
+    async def _announce(self, event: Event) -> None:
+        """To every instance; with the broker unreachable, to this one at least (the others' sockets then end
+        at their next re-check, which the deny-list refuses)."""
+        try:
+            await self.broker.announce(event)
+        except StoreUnavailable as exc:
+            log.warning("could not tell the other instances (%s): %s", event["type"], exc)
+            self.deliver(event)
+
+    def sockets_of_sign_in(self, session_id: str) -> int:
+        return len(self._sign_ins.of_session(session_id))
+
+    def _control(self, kind: str, event: Event) -> bool:
+        """Control events between instances; True when `event` was one."""
+        if kind == "_kick":
+            for member in list(self._users.get(event["user_id"], ())):
+                member.outbox.put(error_frame("token_expired" if event["code"] == 4401 else "forbidden",
+                                              event["reason"]))
+                member.outbox.close(event["code"], event["reason"])
+        elif kind == "_end":
+            reason = str(event.get("reason") or "signed out")
+            for member in self._sign_ins.ended(event, self._users):
+                member.outbox.put(error_frame("token_expired", reason))
+                member.outbox.close(4401, reason)
+        elif kind == "_refresh":
+            sealed = event.get("sealed")
+            for member in self._sign_ins.of_session(str(event.get("session_id"))):
+                if member.on_refresh is not None and isinstance(sealed, str):
+                    member.on_refresh(sealed)
+        else:
+            return False
+        return True
+
     def deliver(self, event: Event) -> None:
         """The broker's callback: fan an event out to this instance's sockets."""
         kind = event.get("type", "")
@@ -211,11 +263,7 @@ class Hub:
         if handler is not None:
             handler(event)
             return
-        if kind == "_kick":
-            for member in list(self._users.get(event["user_id"], ())):
-                member.outbox.put(error_frame("token_expired" if event["code"] == 4401 else "forbidden",
-                                              event["reason"]))
-                member.outbox.close(event["code"], event["reason"])
+        if self._control(kind, event):
             return
         room = event.get("room", "")
         if room not in self._rooms:

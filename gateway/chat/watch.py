@@ -68,6 +68,16 @@ class SessionWatch:
         if self._task is not None:
             self._task.cancel()
 
+    def check_now(self) -> None:
+        """Re-check at once, a check under way included: the socket's credentials changed (a refresh)."""
+        if self._cancelled:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        self._task = asyncio.get_running_loop().create_task(self._check())
+
     def _arm(self, delay: float) -> None:
         if self._cancelled:
             return
@@ -98,6 +108,7 @@ class SessionWatch:
             self._arm(BACKOFF[min(self._failures, len(BACKOFF)) - 1])
             return
         finally:
-            self._task = None
+            if self._task is asyncio.current_task():
+                self._task = None
         self._failures = 0
         self._arm(self._next_check(self.principal) - self._clock())

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.base_client import OAuthError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from joserfc.errors import JoseError
@@ -17,10 +16,9 @@ from joserfc.errors import JoseError
 from gateway.access import ROOM_NAME
 from gateway.app import Gateway
 from gateway.authenticator import Credentials
-from gateway.cookies import SignInSession, TokenSession, TokenTooLarge, new_session_id
+from gateway.cookies import SignInSession, TokenSession, TokenTooLarge, new_session_id, provider_id
 from gateway.errors import (
     CredentialError,
-    CrossSiteRequest,
     Forbidden,
     InvalidRequest,
     InvalidToken,
@@ -30,7 +28,7 @@ from gateway.path_cookies import IdTokenSession, RefreshSession
 from gateway.providers import variable_prefix
 from gateway.redirects import safe_next
 from gateway.routes.pages import error_page, gateway_of, render
-from gateway.security import identify, origin_of, require_same_origin
+from gateway.security import identify
 
 log = logging.getLogger("gateway.auth")
 router = APIRouter()
@@ -94,7 +92,7 @@ async def callback(request: Request, name: str) -> Response:
             raise ValueError("the provider returned no ID token")
         target = request.session.pop("next", None) or "/chat"
         response = RedirectResponse(target, status_code=303)
-        _keep_tokens(gateway, request, response, token, SignInSession(name, new_session_id(), time.time()))
+        keep_tokens(gateway, request, response, token, _sign_in(name, token))
         refusal = await _check_new_token(request, name, token)
         if refusal is not None:
             return refusal
@@ -112,6 +110,15 @@ async def callback(request: Request, name: str) -> Response:
                                         "started in another window).")
     log.info("signed in at %s", name)
     return response
+
+
+def _sign_in(name: str, token: dict[str, Any]) -> SignInSession:
+    """A new sign-in, with the provider's session (`sid`) and subject from its ID token, checked by authlib:
+    a back-channel logout names one of them."""
+    claims = token.get("userinfo")
+    claims = claims if isinstance(claims, dict) else {}
+    return SignInSession(name, new_session_id(), time.time(), provider_id(claims.get("sid")),
+                         provider_id(claims.get("sub")))
 
 
 async def _check_new_token(request: Request, name: str, token: dict[str, Any]) -> Response | None:
@@ -136,16 +143,16 @@ async def _check_new_token(request: Request, name: str, token: dict[str, Any]) -
     return None
 
 
-def _keep_tokens(gateway: Gateway, request: Request, response: Response, token: dict[str, Any],
-                 sign_in: SignInSession) -> None:
+def keep_tokens(gateway: Gateway, request: Request, response: Response, token: dict[str, Any],
+                sign_in: SignInSession) -> TokenSession:
     """Seal the access token, and the refresh and ID tokens when there are some, into their cookies, each
     with the sign-in's session id, which the session cookie holds. Raises TokenTooLarge when the access
     token does not fit."""
     provider, auth_time, session_id = sign_in.provider, sign_in.auth_time, sign_in.session_id
     expires_at = token.get("expires_at")
-    gateway.token_cookie.set(response, TokenSession(provider, str(token["access_token"]),
-                                                    float(expires_at) if expires_at else None, auth_time, session_id),
-                             request)
+    session = TokenSession(provider, str(token["access_token"]), float(expires_at) if expires_at else None,
+                           auth_time, session_id, sign_in.sid)
+    gateway.token_cookie.set(response, session, request)
     gateway.session_cookie.set(response, sign_in)
     refresh_token = token.get("refresh_token")
     if isinstance(refresh_token, str) and refresh_token:
@@ -159,6 +166,7 @@ def _keep_tokens(gateway: Gateway, request: Request, response: Response, token: 
     if isinstance(id_token, str) and id_token:
         if not gateway.idt_cookie.set(response, IdTokenSession(provider, id_token, auth_time, session_id)):
             log.info("ID token from %s too large for a cookie; logout will name the client instead", provider)
+    return session
 
 
 def clear_cookies(gateway: Gateway, response: Response) -> None:
@@ -167,52 +175,6 @@ def clear_cookies(gateway: Gateway, response: Response) -> None:
     gateway.refresh_cookie.clear(response)
     gateway.revoke_cookie.clear(response)
     gateway.idt_cookie.clear(response)
-
-
-def _refresh_refused(gateway: Gateway, error: str) -> Response:
-    response = JSONResponse({"error": error}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
-    clear_cookies(gateway, response)
-    return response
-
-
-@router.post("/auth/refresh")
-async def refresh(request: Request) -> Response:
-    """A new access token from the sealed refresh token, for the gateway's own page only (403 otherwise):
-    204 with fresh cookies; 401 without a refresh cookie of this sign-in (one tossed in by a sibling host
-    is none), after its logout, or when the provider says no (cookies cleared); 503 when it cannot answer."""
-    gateway = gateway_of(request)
-    try:
-        require_same_origin(request, origin_of(gateway.settings.public_url))
-    except CrossSiteRequest as exc:
-        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=403)
-    kept = gateway.refresh_cookie.read(request, gateway.session_cookie.session_id(request))
-    provider = gateway.providers.get(kept.provider) if kept else None
-    if kept is None or provider is None:
-        return JSONResponse({"error": "no_refresh_token"}, status_code=401,
-                            headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
-    if await gateway.authenticator.session_ended(kept.session_id):
-        log.info("refresh refused: that sign-in was signed out")
-        return _refresh_refused(gateway, "signed_out")
-    try:
-        await provider.metadata()
-        token: dict[str, Any] = await provider.oauth.fetch_access_token(
-            grant_type="refresh_token", refresh_token=kept.refresh_token)
-        if "access_token" not in token:
-            raise OAuthError("invalid_grant", "no access token in the refresh answer")
-    except OAuthError as exc:
-        log.info("refresh at %s refused: %s", kept.provider, exc.error)
-        return _refresh_refused(gateway, "refresh_refused")
-    except (httpx.HTTPError, ProviderUnavailable, AuthlibBaseError, ValueError) as exc:
-        log.warning("refresh at %s failed: %s", kept.provider, type(exc).__name__)
-        return JSONResponse({"error": "provider_unavailable"}, status_code=503, headers={"Retry-After": "5"})
-    response = Response(status_code=204)
-    token.setdefault("refresh_token", kept.refresh_token)  # providers that do not rotate keep the old one
-    try:
-        _keep_tokens(gateway, request, response, token, SignInSession(kept.provider, kept.session_id, kept.auth_time))
-    except TokenTooLarge as exc:
-        log.warning("refresh at %s unusable: %s", kept.provider, exc)
-        return _refresh_refused(gateway, exc.code)
-    return response
 
 
 @router.get("/auth/session")

@@ -12,9 +12,11 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.websockets import WebSocketDisconnect
 
 from gateway.access import ROOM_NAME
+from gateway.authenticator import Credentials
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
+from gateway.chat.sign_ins import SignIn
 from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, SessionEnd, SessionWatch
 from gateway.errors import (
     CredentialError,
@@ -26,6 +28,7 @@ from gateway.errors import (
 )
 from gateway.routes.logout import csrf_token
 from gateway.routes.pages import error_page, gateway_of, render
+from gateway.routes.refresh import sealed_session
 from gateway.security import CHAT_PROTOCOL, authenticate, current_principal, to_http_exception
 from gateway.tokens import Principal
 
@@ -113,6 +116,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     # Never echo a token entry: select our protocol when offered, else none.
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
     member = hub.member(room, user)
+    member.sign_in = _sign_in(websocket.state.credentials, gateway.settings.session_max_age)
     direct = websocket.scope.get("extensions", {}).get("gateway.frame")
     try:
         await hub.join(member, after)
@@ -165,13 +169,22 @@ def _reader_done(task: asyncio.Task[None], member: Member) -> None:
         member.outbox.close(1011, "server error; reconnect")
 
 
+def _sign_in(credentials: Credentials, session_max_age: int) -> SignIn | None:
+    """The browser sign-in behind a cookie socket (what a logout at the provider or a refresh reaches)."""
+    if credentials.source != "cookie" or not credentials.session_id or credentials.provider is None \
+            or credentials.session_ends is None:
+        return None
+    return SignIn(credentials.provider, credentials.session_id, credentials.sid or "",
+                  credentials.session_ends - session_max_age)
+
+
 def _watch(websocket: WebSocket, member: Member, principal: Principal) -> SessionWatch:
     gateway = gateway_of(websocket)
     authenticator = gateway.authenticator
-    credentials = websocket.state.credentials
 
     async def recheck() -> Principal:
-        current = await authenticator.principal(credentials)
+        # Read at each check: a refresh of the sign-in replaces them (on_refresh below).
+        current = await authenticator.principal(websocket.state.credentials)
         gateway.access.check(current, member.room)  # a lost group or a changed claim ends it: 4403
         return current
 
@@ -179,14 +192,31 @@ def _watch(websocket: WebSocket, member: Member, principal: Principal) -> Sessio
         member.outbox.put(error_frame(how.error, how.message))
         member.outbox.close(how.close_code, how.message)
 
-    return SessionWatch(
+    watch = SessionWatch(
         principal,
         recheck=recheck,
-        next_check=lambda current: authenticator.recheck_at(current, credentials),
+        next_check=lambda current: authenticator.recheck_at(current, websocket.state.credentials),
         on_end=end,
         on_trouble=lambda: member.outbox.put(error_frame("provider_unavailable",
                                                          "the sign-in provider is unreachable; still connected")),
     )
+    sign_in = member.sign_in
+    if sign_in is not None:
+        def on_refresh(sealed: str) -> None:
+            """The sign-in was refreshed (here or on another instance): take its new token and expiry, check
+            it now, and tell the page when it ends (a `session` frame)."""
+            session = sealed_session(gateway, sealed, sign_in.session_id)
+            if session is None or session.provider != sign_in.provider:
+                return
+            ends = session.auth_time + gateway.settings.session_max_age
+            websocket.state.credentials = Credentials(session.access_token, "cookie", session.provider,
+                                                      session.expires_at, ends, session.session_id, session.sid or None)
+            watch.check_now()
+            expires_at = min(ends, session.expires_at) if session.expires_at is not None else ends
+            member.outbox.put(encode({"type": "session", "expires_at": expires_at}))
+
+        member.on_refresh = on_refresh
+    return watch
 
 
 async def _read(websocket: WebSocket, member: Member) -> None:

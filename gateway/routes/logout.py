@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -23,6 +24,7 @@ from gateway.path_cookies import IdTokenSession, RefreshSession
 from gateway.providers import Provider
 from gateway.routes.auth import clear_cookies
 from gateway.routes.pages import error_page, gateway_of, render
+from gateway.security import origin_of
 
 log = logging.getLogger("gateway.auth")
 router = APIRouter()
@@ -42,8 +44,18 @@ def csrf_token(request: Request) -> str:
     return gateway.csrf.dumps(_binding(gateway.token_cookie.read(request)) or "")
 
 
+def _foreign_origin(request: Request, gateway: Gateway, required: bool) -> bool:
+    """A state-changing form must come from our own pages: an Origin other than ours is refused, and so is
+    none where `required` (browsers send one with every POST)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return required
+    return origin.lower() != origin_of(gateway.settings.public_url)
+
+
 @router.post("/logout")
-async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+async def logout(request: Request, csrf: Annotated[str, Form()] = "",
+                 everywhere: Annotated[str, Form()] = "") -> Response:
     """Sign out: close this user's sockets, refuse the token and the whole sign-in (its refresh cookie, any
     copy) from now on, clear the cookies, revoke at the provider (after answering: its trouble never holds a
     logout up), then the provider's own logout through a form the page posts (the ID token never sits in a
@@ -59,10 +71,13 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
         bound = gateway.csrf.loads(csrf, max_age=gateway.settings.session_max_age)
     except BadData:
         bound = None
-    if not isinstance(bound, str) or (signed_in is not None and bound != _binding(signed_in)):
+    if not isinstance(bound, str) or (signed_in is not None and bound != _binding(signed_in)) \
+            or _foreign_origin(request, gateway, required=everywhere == "1"):
         return error_page(request, 400, "Logout refused",
                           "The logout form was stale or came from elsewhere. Reload the chat and try again.")
     provider = gateway.providers.get(signed_in.provider) if signed_in else None
+    if everywhere == "1" and signed_in is not None:
+        await _end_everywhere(gateway, session, anchor)
     if session is not None:
         credentials = Credentials(session.access_token, "cookie", session.provider, session.expires_at,
                                   session.auth_time + gateway.settings.session_max_age)
@@ -80,6 +95,27 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
         response.background = BackgroundTask(revoke_tokens, provider, tokens)
     log.info("signed out%s", f" of {provider.name}" if provider else "")
     return response
+
+
+async def _end_everywhere(gateway: Gateway, session: TokenSession | None, anchor: SignInSession | None) -> None:
+    """Sign out everywhere: every sign-in of this user at this provider made until now ends, on every
+    instance (their sockets close with 4401, their cookies and refresh tokens are refused)."""
+    user_id = None
+    if session is not None:
+        credentials = Credentials(session.access_token, "cookie", session.provider, session.expires_at)
+        try:
+            user_id = (await gateway.authenticator.principal(credentials)).user_id
+        except CredentialError as exc:
+            log.info("sign-out everywhere: the token does not say who (%s)", exc.code)
+    if user_id is None and anchor is not None and anchor.subject:
+        user_id = f"{anchor.provider}:{anchor.subject}"
+    if user_id is None:
+        log.warning("sign-out everywhere: no user known for this sign-in; only this one ends")
+        return
+    now = time.time()
+    await gateway.authenticator.end_user_sessions(user_id, now)
+    await gateway.hub.end_sign_ins("signed out of every session", user_id=user_id, before=now)
+    log.info("signed out of every session at %s", user_id.split(":", 1)[0])
 
 
 async def _close_sockets(gateway: Gateway, credentials: Credentials) -> None:

@@ -25,6 +25,7 @@
   let opened = false;
   let stopped = false;
   let refreshed = false;       // one POST /auth/refresh per lost session, reset once live again
+  let renewal = null;          // the timer of the next refresh ahead of the token's expiry
 
   const labels = {
     connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
@@ -157,6 +158,11 @@
         // The history that follows starts after lastId (?after= on connect): nothing missed while away.
         // Then whatever we sent that was never acked (same client_id: the server stores it once).
         for (const [clientId, entry] of pending) send({ type: "message", text: entry.text, client_id: clientId });
+        session().then((why) => { if (why && why.expires_at) renewBefore(why.expires_at); });
+        break;
+      case "session":
+        // A refresh of this sign-in (from this page or another tab): the socket took the new token.
+        renewBefore(frame.expires_at);
         break;
       case "history":
         frame.messages.forEach(render);
@@ -214,6 +220,21 @@
     } catch {
       return false;
     }
+  }
+
+  // Refresh ahead of the token's expiry, so the socket takes the new token and stays open (a `session` frame
+  // follows, with the next expiry). A refresh that fails changes nothing: the 4401 at expiry handles it.
+  function renewBefore(expiresAt) {
+    clearTimeout(renewal);
+    const left = expiresAt * 1000 - Date.now();
+    const delay = left > 90000 ? left - 30000 : Math.max(1000, left * 0.6);
+    renewal = setTimeout(async () => {
+      if (stopped || !socket) return;
+      try {
+        await fetch("/auth/refresh", { method: "POST", credentials: "same-origin",
+                                       headers: { "X-Gateway-Refresh": "1" } });
+      } catch { /* unreachable: the close at expiry retries */ }
+    }, delay);
   }
 
   function signIn() {

@@ -174,6 +174,7 @@ class ProviderPool:
             "PROVIDER_REDIRECT_URIS": f"http://127.0.0.1:{gateway_port}/auth/{PROVIDER_NAME}/callback,"
                                       f"{DIRECT_REDIRECT_URI}",
             "PROVIDER_POST_LOGOUT_REDIRECT_URIS": f"http://127.0.0.1:{gateway_port}/login",
+            "PROVIDER_BACKCHANNEL_LOGOUT_URI": f"http://127.0.0.1:{gateway_port}/auth/{PROVIDER_NAME}/backchannel-logout",
         }
         self._tmp = tmp_path_factory
         self._logs = logs

@@ -7,6 +7,9 @@
 //   PROVIDER_ACCESS_TOKEN_FORMAT      "jwt" (default) or "opaque": the access tokens for resource urn:gateway
 //   PROVIDER_ACCESS_TOKEN_TTL         seconds, default 600: the life of every access token (client
 //                                     credentials ones included); a few seconds to watch tokens expire
+//   PROVIDER_BACKCHANNEL_LOGOUT_URI   the client's backchannel_logout_uri (optional): when the user's session
+//                                     ends at the provider (GET /session/end, then confirm), it posts a
+//                                     logout token with `sid` there (OpenID Connect Back-Channel Logout 1.0)
 //
 // Prints exactly one line "ready <issuer>" on stdout once it listens; everything else goes to stderr.
 // State lives in memory only (oidc-provider's default adapter): every run starts empty.
@@ -54,6 +57,7 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
   fail('give the port as the first argument or PROVIDER_PORT');
 }
 const redirectUris = commaList(process.env.PROVIDER_REDIRECT_URIS);
+const backchannelLogoutUri = process.env.PROVIDER_BACKCHANNEL_LOGOUT_URI || undefined;
 if (redirectUris.length === 0) {
   fail('set PROVIDER_REDIRECT_URIS to a comma list of the client\'s redirect URIs');
 }
@@ -97,6 +101,9 @@ const configuration = {
     response_types: ['code'],
     redirect_uris: redirectUris, // http on 127.0.0.1 is fine for a "web" client using the code flow
     post_logout_redirect_uris: postLogoutRedirectUris,
+    // With session_required, ID tokens carry `sid` and so do logout tokens (v8 leaves out nothing else).
+    ...(backchannelLogoutUri ? { backchannel_logout_uri: backchannelLogoutUri,
+      backchannel_logout_session_required: true } : {}),
   }],
   jwks: { keys: [signingKey] },
   cookies: {
@@ -143,6 +150,10 @@ const configuration = {
     userinfo: { enabled: true },
     clientCredentials: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    // v8 makes its outgoing requests with got and no SSRF guard, so a gateway on 127.0.0.1 receives them
+    // (v9 refuses special-use addresses unless configured with a `fetch` of its own). v8 has no
+    // front-channel logout: that one is tested against a mocked provider.
+    backchannelLogout: { enabled: true },
     resourceIndicators: {
       enabled: true,
       // No default resource: a request without `resource` gets an opaque access token with no audience,
@@ -179,6 +190,8 @@ const provider = new Provider(issuer, configuration);
 provider.proxy = false;
 
 provider.on('server_error', (_ctx, error) => process.stderr.write(`server_error: ${error.stack}\n`));
+provider.on('backchannel.error', (_ctx, error, client) => process.stderr.write(
+  `backchannel.error (${client.clientId}): ${error.message}\n`));
 
 const server = provider.listen(port, '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);
