@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from tests.conftest import FakeIdP, SettingsFactory, SignIn
 
-TESTDATA = Path("/work/shared/testdata")
+TESTDATA = Path(__file__).parent / "fixtures" / "redirects"
 GATEWAY_URL = "https://auth.example.com"
 APP_URL = "https://app.example.com/dashboard?tab=1"
 

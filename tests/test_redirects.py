@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.redirects import DEFAULT_NEXT, safe_next
 from tests.conftest import PUBLIC_URL, FakeIdP, SettingsFactory, SignIn
 
-TESTDATA = Path("/work/shared/testdata")
+TESTDATA = Path(__file__).parent / "fixtures" / "redirects"
 # oauth2-proxy's validator_test.go BeforeEach, as quoted in both data files' headers.
 ALLOWED = [
     "foo.bar", ".bar.foo", "port.bar:8080", ".sub.port.bar:8080", "anyport.bar:*", ".sub.anyport.bar:*",
