@@ -10,6 +10,7 @@
   resume          one user's resume storm (3,000 messages of 2,000 characters) vs. another user's p99
   soak            1,000 chatting clients, 5 % reconnecting each minute, 10 minutes (--minutes)
   options         uvloop/asyncio, httptools/h11, websockets-sansio/wsproto, orjson: handshakes and fan-out
+  loops           the event loop's primitives (timers, tasks, events, wait_for): uvloop vs. asyncio
   all             every one of them but soak, in turn
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-NAMES = ("handshake", "provider_calls", "fanout", "memory", "scale", "redis", "storm", "resume", "soak", "options")
+NAMES = ("handshake", "provider_calls", "fanout", "memory", "scale", "redis", "storm", "resume", "soak", "options",
+         "loops")
 MODULES = {"redis": "redis_fanout"}  # a module named redis would shadow the client library
 
 

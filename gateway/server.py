@@ -83,7 +83,7 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping
     quiet_uvicorn_queries()
     # The app is built by now, and what exists lives as long as the process (modules, routes, settings):
     # out of the cyclic GC's sight, every collection while thousands of sockets connect is cheaper
-    # (bench/README.md, "Garbage collection").
+    # (bench/README.md, "Where the rest goes").
     gc.freeze()
     return uvicorn.Config(
         app,
