@@ -1,4 +1,5 @@
-"""Security headers on every HTTP answer: CSP with scripts from our origin only, no framing, no referrer."""
+"""Security headers on every HTTP answer: CSP with scripts from our origin only, no framing, no referrer to
+other origins (and none at all from the sign-in callback)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,12 @@ class SecurityHeadersMiddleware:
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("Content-Security-Policy", self.csp)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
+                # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with every
+                # POST, our own pages' included, and the Origin checks of POST /logout and /auth/refresh
+                # could not tell them from a foreign page. Other origins still get no Referer at all; the
+                # callback's URL (code, state) is sent nowhere, not even to us.
+                callback = scope["path"].startswith("/auth/") and scope["path"].endswith("/callback")
+                headers.setdefault("Referrer-Policy", "no-referrer" if callback else "same-origin")
                 # Unframable, but for a route whose own CSP names who may frame it (front-channel logout).
                 if "frame-ancestors 'none'" in headers["Content-Security-Policy"]:
                     headers.setdefault("X-Frame-Options", "DENY")

@@ -147,4 +147,5 @@ async def _end_session_page(request: Request, gateway: Gateway, provider: Provid
     # Our CSP lets forms post to us only; this one posts to the provider (the middleware keeps this header).
     response.headers["Content-Security-Policy"] = content_security_policy(gateway.settings.public_url,
                                                                           [form.origin])
+    response.headers["Referrer-Policy"] = "no-referrer"  # the page that leaves for the provider tells it nothing
     return response

@@ -51,3 +51,35 @@ def test_logout_posts_to_the_provider_and_comes_back_signed_out(demo_url: str, c
     page.goto(f"{demo_url}/chat")
     expect(page).to_have_url(re.compile(r"/login\?next="))
     assert blocked == []
+
+
+def test_the_pages_own_posts_carry_our_origin(demo_url: str, context: BrowserContext) -> None:
+    """POST /auth/refresh and POST /logout check Origin: the page's own must pass them. Under
+    `Referrer-Policy: no-referrer` Chromium sends `Origin: null` with every POST, and both were refused."""
+    page = sign_in(context, demo_url, "rhea")
+    origins: list[str | None] = []
+    page.on("request", lambda request: origins.append(request.all_headers().get("origin"))
+            if request.method == "POST" else None)
+    status = page.evaluate("""async () => (await fetch("/auth/refresh", {method: "POST",
+        credentials: "same-origin", headers: {"X-Gateway-Refresh": "1"}})).status""")
+    assert status != 403  # the demo provider may give no refresh token (401): never "not our page"
+    page.get_by_role("button", name="Log out of all my sessions").click()
+    expect(page).not_to_have_url(f"{demo_url}/chat")
+    expect(page.get_by_role("heading", name="Logout refused")).to_have_count(0)
+    assert origins[:2] == [demo_url, demo_url]
+
+
+def test_log_out_of_all_sessions_ends_another_browsers_sign_in(demo_url: str, browser: Browser) -> None:
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        for context in (first, second):
+            context.set_default_timeout(TIMEOUT)
+        page_one, page_two = sign_in(first, demo_url, "ines"), sign_in(second, demo_url, "ines")
+        page_one.get_by_role("button", name="Log out of all my sessions").click()
+        expect(page_one).not_to_have_url(f"{demo_url}/chat")
+        expect(page_one.get_by_role("heading", name="Logout refused")).to_have_count(0)
+        # The other browser's socket closes (4401) and its page finds its sign-in refused: to sign-in.
+        page_two.wait_for_url(re.compile(r".*/login.*"), timeout=TIMEOUT)
+    finally:
+        first.close()
+        second.close()

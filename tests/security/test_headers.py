@@ -49,7 +49,9 @@ def _assert_hardened(name: str, response: httpx.Response) -> None:
     assert csp["frame-ancestors"] == ["'none'"], name
     assert csp.get("object-src", csp["default-src"]) in (["'none'"], ["'self'"]), name
     assert csp["base-uri"] == ["'none'"], name
-    assert response.headers["referrer-policy"] == "no-referrer", name
+    # No Referer to other origins; the callback's URL (code, state) to none at all.
+    expected = "no-referrer" if name.startswith("callback") else "same-origin"
+    assert response.headers["referrer-policy"] == expected, name
     assert "no-store" in response.headers["cache-control"], name
     assert response.headers["x-content-type-options"] == "nosniff", name
 
