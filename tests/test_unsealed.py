@@ -8,16 +8,7 @@ from starlette.responses import Response
 from gateway.cookies import Sealer, TokenCookie, TokenSession
 from gateway.unsealed import Unsealed
 from tests.conftest import SECRET
-
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_cookies import T0, Clock
 
 
 class CountingSealer(Sealer):
