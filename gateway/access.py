@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.errors import Forbidden, InsufficientScope
-from gateway.tokens import Principal, email_unverified
+from gateway.tokens import Principal, email_unverified, is_text
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -153,7 +153,7 @@ class AccessPolicy:
         found = claim_values(principal.claims, self.groups_claim)
         if self.groups_claim == "groups":
             found |= frozenset(principal.groups)  # GitHub's teams, which are no claim
-        return found
+        return frozenset(group for group in found if is_text(group))  # "\ud800" matches no rule, goes nowhere
 
     def admits(self, principal: Principal) -> bool:
         """On the gateway's allow-lists (any of them), or no allow-list is set."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import InvalidRequest, ProviderUnavailable
+from gateway.errors import Forbidden, InvalidRequest, ProviderUnavailable
 
 log = logging.getLogger("gateway.tokens")
 
@@ -86,6 +86,21 @@ def display_name(claims: dict[str, Any]) -> str:
     return "unknown"
 
 
+def is_text(value: object) -> bool:
+    """A string UTF-8 can carry: JSON's escapes can spell lone surrogates ("\ud800"), which no header,
+    frame or JSON answer can send on."""
+    return isinstance(value, str) and not _LONE_SURROGATE.search(value)
+
+
+def checked_subject(subject: str) -> str:
+    """The user's id at its provider, refused (403) when it is no text: it could be told from another
+    user's only by bytes no frame or header may carry."""
+    if not is_text(subject):
+        raise Forbidden("the provider's user id for this account is not valid text (a lone UTF-16 surrogate); "
+                        "the gateway cannot admit it: ask the provider's administrator")
+    return subject
+
+
 def principal_from_claims(provider: str, claims: dict[str, Any], expires_at: float | None) -> Principal:
     subject = claims.get("sub")
     if subject is None and isinstance(claims.get("username"), str):
@@ -95,11 +110,11 @@ def principal_from_claims(provider: str, claims: dict[str, Any], expires_at: flo
     groups = claims.get("groups")
     email = claims.get("email")
     return Principal(
-        subject=subject,
+        subject=checked_subject(subject),
         name=display_name(claims),
         provider=provider,
-        email=email if isinstance(email, str) else None,
-        groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+        email=email if is_text(email) else None,  # not text: no address anyone could receive mail at
+        groups=tuple(g for g in groups if is_text(g)) if isinstance(groups, list) else (),
         expires_at=expires_at,
         claims=claims,
     )

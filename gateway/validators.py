@@ -23,7 +23,16 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from gateway.errors import Forbidden, InsufficientScope, InvalidToken, ProviderUnavailable
-from gateway.tokens import Principal, check_token_syntax, fingerprint, principal_from_claims, retry_after
+from gateway.tokens import (
+    Principal,
+    check_token_syntax,
+    checked_subject,
+    display_name,
+    fingerprint,
+    is_text,
+    principal_from_claims,
+    retry_after,
+)
 
 log = logging.getLogger("gateway.validators")
 
@@ -101,8 +110,8 @@ def _bot(provider: str, client_id: str, claims: dict[str, Any], expires_at: floa
          allow_bots: bool) -> Principal:
     if not allow_bots:
         raise Forbidden("tokens without a user (client credentials) are not allowed: set GATEWAY_ALLOW_BOTS=true")
-    return Principal(subject=client_id, name=client_id, provider=provider, scopes=_scopes(claims),
-                     expires_at=expires_at, is_bot=True, claims=claims)
+    return Principal(subject=checked_subject(client_id), name=display_name({"name": client_id}),
+                     provider=provider, scopes=_scopes(claims), expires_at=expires_at, is_bot=True, claims=claims)
 
 
 def _is_client_credentials(claims: dict[str, Any]) -> str | None:
@@ -400,8 +409,9 @@ class GithubValidator:
             groups = await self._teams(token)
         scopes = tuple(s.strip() for s in response.headers.get("x-oauth-scopes", "").split(",") if s.strip())
         claims = {**user, "sub": str(user_id), "preferred_username": login}
-        return Principal(subject=str(user_id), name=login, provider=self.http.name, email=email, groups=groups,
-                         scopes=scopes, claims=claims)
+        return Principal(subject=checked_subject(str(user_id)), name=display_name({"name": login}),
+                         provider=self.http.name, email=email if is_text(email) else None,
+                         groups=tuple(g for g in groups if is_text(g)), scopes=scopes, claims=claims)
 
     async def _primary_email(self, token: str) -> str | None:
         response = await self._get("/user/emails", token)

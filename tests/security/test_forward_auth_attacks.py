@@ -103,19 +103,41 @@ def test_every_header_decodes_to_exactly_what_the_provider_sent(client: TestClie
     assert sorted(groups_of(answer)) == sorted([value, "plain"])
 
 
-def test_a_lone_surrogate_from_the_provider_is_no_500(client: TestClient, idp: FakeIdP) -> None:
-    # Valid JSON ("\ud800" escapes) but no text: UTF-8 cannot encode it, and a header is bytes.
+def _surrogate_userinfo(idp: FakeIdP, in_sub: bool) -> None:
+    # Valid JSON ("\ud800" escapes) but no text: UTF-8 cannot encode it, and headers and frames are bytes.
     def userinfo(request: httpx.Request) -> httpx.Response:
-        sub = {"a": "\ud800", "b": "\udfff"}[request.headers["authorization"][-1]]
-        claims = {"sub": f"s{sub}", "name": f"Eve{sub}", "email": f"e{sub}@example.com", "groups": [f"g{sub}"]}
+        bad = {"a": "\ud800", "b": "\udfff"}[request.headers["authorization"][-1]]
+        claims = {"sub": f"s{bad}" if in_sub else "s1", "name": f"Eve{bad}", "email": f"e{bad}@example.com",
+                  "groups": [f"g{bad}", "plain"]}
         return httpx.Response(200, content=json.dumps(claims).encode(), headers={"Content-Type": "application/json"})
 
     idp.mock.routes["userinfo"].side_effect = userinfo
+
+
+def test_a_lone_surrogate_in_a_name_email_or_group_is_no_500(client: TestClient, idp: FakeIdP) -> None:
+    _surrogate_userinfo(idp, in_sub=False)
+    answer = client.get("/auth/check", headers={"Authorization": "Bearer token-a"})
+    assert answer.status_code == 202
+    for name in IDENTITY_HEADERS:
+        assert answer.headers[name].isascii() and answer.headers[name].isprintable(), name
+    assert answer.headers["x-auth-request-user"] == "Eve%EF%BF%BD"  # U+FFFD in the name, as in the chat
+    assert answer.headers["x-auth-request-email"] == ""  # no text, so no address: left out
+    assert answer.headers["x-auth-request-groups"] == "plain"  # the group that is no text is left out
+    session = client.get("/auth/session", headers={"Authorization": "Bearer token-b"})
+    assert session.status_code == 200 and session.json()["user"]["email"] is None
+
+
+def test_a_user_id_that_is_no_text_is_refused_everywhere_never_500(client: TestClient, idp: FakeIdP) -> None:
+    """Two users whose ids differ only in a lone surrogate could not be told apart by anything sent on:
+    refused (403) at forward-auth, at /auth/session and at the socket's handshake."""
+    _surrogate_userinfo(idp, in_sub=True)
     answers = [client.get("/auth/check", headers={"Authorization": f"Bearer token-{kind}"}) for kind in "ab"]
-    for answer in answers:
-        assert answer.status_code == 202
-        for name in IDENTITY_HEADERS:
-            assert answer.headers[name].isascii() and answer.headers[name].isprintable(), name
-    assert answers[0].headers["x-auth-request-user"] == "Eve%EF%BF%BD"  # U+FFFD in the name, as in the chat
-    for name in ("x-auth-request-subject", "x-auth-request-email", "x-auth-request-groups"):
-        assert answers[0].headers[name] != answers[1].headers[name], name  # still told apart
+    assert [answer.status_code for answer in answers] == [403, 403]
+    session = client.get("/auth/session", headers={"Authorization": "Bearer token-a"})
+    assert session.status_code == 200
+    assert session.json()["authenticated"] is True and session.json()["allowed"] is False
+    assert "not valid text" in session.json()["reason_text"]
+    from starlette.websockets import WebSocketDisconnect
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(
+            "/ws/lobby", headers={"Authorization": "Bearer token-b"}, subprotocols=["gateway.chat.v1"]):
+        pass
