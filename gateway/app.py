@@ -32,6 +32,7 @@ from gateway.logout_token import LogoutTokenVerifier
 from gateway.logs import AccessLogMiddleware
 from gateway.metrics import Metrics
 from gateway.path_cookies import IdTokenCookie, RefreshCookie, RevokeCookie
+from gateway.path_guard import ControlCharacterPaths
 from gateway.providers import Providers
 from gateway.replay import ReplayCache
 from gateway.security import origin_of
@@ -161,6 +162,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     app.add_middleware(LoginStateMiddleware, sealer=Sealer(secrets, "login state"), https=settings.is_https)
     # Outside the login state, which reads a cookie: two of one name are refused before anyone reads one.
     app.add_middleware(DuplicateCookieGuard, templates=gateway.templates, public_url=settings.public_url)
+    app.add_middleware(ControlCharacterPaths)
     app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url)
     if not settings.trusted_proxies:  # inside the access log: its warning carries the request id
         app.add_middleware(UntrustedForwardedForWarning)
