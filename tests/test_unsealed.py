@@ -91,3 +91,12 @@ def test_the_cache_is_bounded_in_entries_and_in_bytes() -> None:
     assert by_bytes.get("0000" + "x" * 1000) is None
     by_bytes.put("y" * 20_000, T0, "too big")  # bigger than the whole cache: not kept, nothing evicted
     assert by_bytes.get("y" * 20_000) is None and by_bytes.get("0099" + "x" * 1000) is not None
+
+
+def test_sealed_at_reads_the_time_fernet_sealed_with() -> None:
+    clock = Clock(T0 + 12.7)
+    sealer = Sealer([SECRET], "token cookie", clock=clock)
+    for compress in (False, True):
+        sealed = sealer.seal({"t": "x" * 3000}, compress=compress)
+        assert sealer.open(sealed, 3600) is not None
+        assert Sealer.sealed_at(sealed) == int(T0 + 12.7)
