@@ -22,6 +22,14 @@ log = logging.getLogger("gateway.auth")
 HOST_PORT = re.compile(r"\A(?:[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)\Z")
 
 
+def csp_origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL whose host may stand in a CSP source expression; else None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not HOST_PORT.fullmatch(parts.netloc):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 @dataclass(frozen=True)
 class EndSession:
     """A form the browser posts to the provider's end_session_endpoint: the ID token travels in the
@@ -32,8 +40,7 @@ class EndSession:
 
     @property
     def origin(self) -> str:
-        parts = urlsplit(self.action)
-        return f"{parts.scheme}://{parts.netloc}"
+        return csp_origin(self.action) or "'none'"  # end_session() makes none without one
 
 
 def end_session(metadata: dict[str, Any], client_id: str, id_token: str | None,
@@ -42,8 +49,7 @@ def end_session(metadata: dict[str, Any], client_id: str, id_token: str | None,
     endpoint = metadata.get("end_session_endpoint")
     if not isinstance(endpoint, str):
         return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("https", "http") or not HOST_PORT.fullmatch(parts.netloc) or parts.fragment:
+    if csp_origin(endpoint) is None or urlsplit(endpoint).fragment:
         log.warning("ignoring end_session_endpoint %r: not an http(s) URL", endpoint[:200])
         return None
     # client_id too: with post_logout_redirect_uri the spec recommends it, and it is all we can send when

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from gateway.app import Gateway
 from gateway.cookies import PROVIDER_ID, SignInSession, TokenSession
 from gateway.errors import ProviderUnavailable
-from gateway.logout import HOST_PORT, supports
+from gateway.logout import csp_origin, supports
 from gateway.logout_token import InvalidLogoutToken, LogoutToken
 from gateway.providers import Provider
 from gateway.routes.auth import clear_cookies
@@ -99,10 +99,7 @@ def _frame_page(provider: Provider, text: str, status: int = 200) -> HTMLRespons
     """A page only the provider may frame (CSP frame-ancestors); every other page of ours says 'none'."""
     response = HTMLResponse(f"<!doctype html><title>Logout</title><p>{text}</p>", status_code=status,
                             headers=NO_STORE)
-    issuer = provider.issuer or ""
-    scheme, _, rest = issuer.partition("://")
-    host = rest.split("/", 1)[0]
-    ancestors = f"{scheme}://{host}" if scheme in ("http", "https") and HOST_PORT.fullmatch(host) else "'none'"
+    ancestors = csp_origin(provider.issuer or "") or "'none'"
     response.headers["Content-Security-Policy"] = (f"default-src 'none'; frame-ancestors {ancestors}; "
                                                    "base-uri 'none'; form-action 'none'")
     return response
