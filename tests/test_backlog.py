@@ -11,20 +11,14 @@ from typing import Any
 import pytest
 
 from gateway.chat.backlog import fit
-from gateway.chat.broker import MemoryBroker
-from gateway.chat.history import SqliteHistory, TextPage
-from gateway.chat.hub import Hub, HubLimits, Member
-
-
-def user(name: str) -> dict[str, str]:
-    return {"id": f"idp:{name}", "name": name.title()}
+from gateway.chat.history import TextPage
+from gateway.chat.hub import Hub, Member
+from tests import test_hub
+from tests.test_hub import user
 
 
 async def make_hub(path: Path, **limits: Any) -> Hub:
-    hub = Hub(MemoryBroker(SqliteHistory(path)), HubLimits(presence_settle=0, message_rate=1e6,
-                                                           message_burst=1e6, **limits))
-    await hub.start()
-    return hub
+    return await test_hub.make_hub(path, message_rate=1e6, message_burst=1e6, **limits)
 
 
 async def fill(hub: Hub, room: str, count: int, size: int) -> None:

@@ -16,6 +16,7 @@ from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_fr
 from gateway.chat.history import SqliteHistory, parse_id
 from gateway.chat.hub import FLOODING, Hub, HubLimits, Member
 from gateway.chat.outbox import TOO_SLOW, Outbox
+from gateway.chat.presence import Timer
 
 
 class Clock:
@@ -52,11 +53,11 @@ def user(name: str) -> dict[str, str]:
     return {"id": f"idp:{name}", "name": name.title()}
 
 
-async def make_hub(path: Path, clock: Clock | None = None, **limits: Any) -> Hub:
+async def make_hub(path: Path, clock: Clock | None = None, timer: Timer | None = None, **limits: Any) -> Hub:
     clock = clock or Clock()
     limits.setdefault("presence_settle", 0)  # presence at once, unless a test is about coalescing
     hub = Hub(MemoryBroker(SqliteHistory(path, limits.pop("history_limit", 10_000), clock)),
-              HubLimits(**limits), clock)
+              HubLimits(**limits), clock, timer)
     await hub.start()
     return hub
 
@@ -397,9 +398,7 @@ class ManualTimer:
 @pytest.mark.anyio
 async def test_a_storm_of_joins_reaches_each_socket_as_one_presence_list(tmp_path: Path) -> None:
     clock, timer = Clock(), ManualTimer()
-    hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),
-              HubLimits(presence_settle=0.2, presence_max_wait=5.0), clock, timer)
-    await hub.start()
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=5.0)
     try:
         watcher = hub.member("r", user("watcher"))
         await hub.join(watcher)
@@ -424,18 +423,16 @@ async def test_a_storm_of_joins_reaches_each_socket_as_one_presence_list(tmp_pat
 @pytest.mark.anyio
 async def test_sockets_joining_in_a_storm_get_their_list_with_the_rooms_batch(tmp_path: Path) -> None:
     clock, timer = Clock(), ManualTimer()
-    broker = MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock))
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=5.0)
     asked: list[bool] = []
-    enter = broker.enter
+    enter = hub.broker.enter
 
     async def counting_enter(room: str, user: dict[str, str], connection: str,
                              listed: bool = True) -> list[dict[str, str]]:
         asked.append(listed)
         return await enter(room, user, connection, listed)
 
-    broker.enter = counting_enter  # type: ignore[method-assign]
-    hub = Hub(broker, HubLimits(presence_settle=0.2, presence_max_wait=5.0), clock, timer)
-    await hub.start()
+    hub.broker.enter = counting_enter  # type: ignore[method-assign]
     try:
         first = hub.member("r", user("first"))
         await hub.join(first)  # a quiet room: its list at once, after welcome and history
@@ -468,9 +465,7 @@ async def test_a_lone_join_during_a_pending_change_still_gets_a_list(tmp_path: P
     """One pending change (someone left) and one socket joining: the batch is sent as a list, not as
     the single `leave`, or the joiner would never learn who is here."""
     clock, timer = Clock(), ManualTimer()
-    hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),
-              HubLimits(presence_settle=0.2, presence_max_wait=5.0), clock, timer)
-    await hub.start()
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=5.0)
     try:
         stay, go = hub.member("r", user("stay")), hub.member("r", user("go"))
         await hub.join(stay)
@@ -493,9 +488,7 @@ async def test_a_lone_join_during_a_pending_change_still_gets_a_list(tmp_path: P
 @pytest.mark.anyio
 async def test_presence_changes_wait_at_most_max_wait_even_in_a_long_storm(tmp_path: Path) -> None:
     clock, timer = Clock(), ManualTimer()
-    hub = Hub(MemoryBroker(SqliteHistory(tmp_path / "h.sqlite3", clock=clock)),
-              HubLimits(presence_settle=0.2, presence_max_wait=1.0), clock, timer)
-    await hub.start()
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=1.0)
     try:
         watcher = hub.member("r", user("watcher"))
         await hub.join(watcher)
