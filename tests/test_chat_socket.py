@@ -239,3 +239,12 @@ async def test_a_malformed_resume_point_is_400_before_accept(address: str, idp: 
     response = await refused(f"ws://{address}/ws/lobby?after={after}",
                              additional_headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 400
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", ["", "full", "Changes", "changes%0A", "changes,changes"])
+async def test_an_unknown_presence_form_is_400_before_accept(address: str, idp: FakeIdP, value: str) -> None:
+    token = idp.issue_token("presence-form")
+    response = await refused(f"ws://{address}/ws/lobby?presence={value}",
+                             additional_headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 400

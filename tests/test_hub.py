@@ -461,6 +461,61 @@ async def test_sockets_joining_in_a_storm_get_their_list_with_the_rooms_batch(tm
 
 
 @pytest.mark.anyio
+async def test_sockets_that_asked_for_changes_get_what_changed_and_the_others_the_list(tmp_path: Path) -> None:
+    """`?presence=changes`: a socket that has its list gets one `presence_changes` frame per batch; one
+    that joined during the batch still gets the full list, and so does a socket that asked for lists."""
+    clock, timer = Clock(), ManualTimer()
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=5.0)
+    try:
+        modern, legacy = hub.member("r", user("modern")), hub.member("r", user("legacy"))
+        modern.presence_changes = True
+        leaver = hub.member("r", user("leaver"))
+        for member in (modern, legacy, leaver):
+            await hub.join(member)
+        timer.fire()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        for member in (modern, legacy):
+            frames(member)
+        await hub.leave(leaver)
+        crowd = [hub.member("r", user(f"u{i}")) for i in range(20)]
+        for member in crowd:
+            member.presence_changes = True
+            await hub.join(member)
+        timer.fire()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        everyone = {"Modern", "Legacy", *(f"U{i}" for i in range(20))}
+        got = frames(modern)
+        assert [f["type"] for f in got] == ["presence_changes"]
+        assert {u["name"] for u in got[0]["joined"]} == {f"U{i}" for i in range(20)}
+        assert [u["name"] for u in got[0]["left"]] == ["Leaver"]
+        for member in (legacy, *crowd):  # a list-only client, and the joiners waiting for their first list
+            got = [f for f in frames(member) if f["type"] not in ("welcome", "history")]
+            assert [f["type"] for f in got] == ["presence"]
+            assert {u["name"] for u in got[0]["users"]} == everyone
+        assert hub.presence.frames_sent == 4  # per batch one list (to waiting and list-only sockets) + one change frame
+        await hub.leave(legacy)  # only sockets with their lists and asking for changes: no list is read
+        await hub.leave(crowd[0])
+        present = hub.broker.present
+        asked: list[str] = []
+
+        async def counting_present(room: str) -> list[dict[str, str]]:
+            asked.append(room)
+            return await present(room)
+
+        hub.broker.present = counting_present  # type: ignore[method-assign]
+        timer.fire()
+        await asyncio.sleep(0)
+        assert asked == []
+        got = frames(crowd[1])
+        assert [f["type"] for f in got] == ["presence_changes"] and got[0]["joined"] == []
+        assert {u["name"] for u in got[0]["left"]} == {"Legacy", "U0"}
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
 async def test_a_lone_join_during_a_pending_change_still_gets_a_list(tmp_path: Path) -> None:
     """One pending change (someone left) and one socket joining: the batch is sent as a list, not as
     the single `leave`, or the joiner would never learn who is here."""

@@ -62,14 +62,16 @@ async def test_every_client_close_gets_the_servers_close_frame(address: str, idp
 
 
 @pytest.mark.anyio
-async def test_a_join_storm_costs_each_socket_a_few_presence_frames(address: str, idp: FakeIdP) -> None:
+@pytest.mark.parametrize("query", ["", "?presence=changes"])
+async def test_a_join_storm_costs_each_socket_a_few_presence_frames(address: str, idp: FakeIdP, query: str) -> None:
     """60 users join one room at once: each socket sees a handful of presence frames, not 60, and the list
-    it ends with is exact."""
+    it ends with is exact, with full lists and with changes."""
     tokens = [idp.issue_token(f"p{i}") for i in range(60)]
-    sockets = [await connect(f"ws://{address}/ws/crowd", additional_headers={"Authorization": f"Bearer {t}"},
+    url = f"ws://{address}/ws/crowd{query}"
+    sockets = [await connect(url, additional_headers={"Authorization": f"Bearer {t}"},
                              subprotocols=["gateway.chat.v1"]) for t in tokens[:1]]
     sockets += await asyncio.gather(*(
-        connect(f"ws://{address}/ws/crowd", additional_headers={"Authorization": f"Bearer {t}"},
+        connect(url, additional_headers={"Authorization": f"Bearer {t}"},
                 subprotocols=["gateway.chat.v1"], max_queue=None) for t in tokens[1:]))
     try:
         first = sockets[0]
@@ -85,6 +87,10 @@ async def test_a_join_storm_costs_each_socket_a_few_presence_frames(address: str
             if frame["type"] == "presence":
                 presence_frames += 1
                 people = {u["id"] for u in frame["users"]}
+            elif frame["type"] == "presence_changes":
+                presence_frames += 1
+                people |= {u["id"] for u in frame["joined"]}
+                people -= {u["id"] for u in frame["left"]}
             elif frame["type"] == "join":
                 presence_frames += 1
                 people.add(frame["user"]["id"])

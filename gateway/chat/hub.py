@@ -65,6 +65,12 @@ class Member:
     sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
     # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
     on_refresh: Callable[[str], None] | None = None
+    presence_changes: bool = False  # `?presence=changes`: batches as `presence_changes`, not full lists
+    awaiting_list: bool = False  # joined while its room had a batch waiting: that batch brings its list
+
+    @property
+    def wants_list(self) -> bool:
+        return self.awaiting_list or not self.presence_changes
 
 
 def rate_limited(message: str, retry_after: float) -> str:
@@ -85,7 +91,8 @@ class Hub:
         self._user_resumes = KeyedBuckets(self.limits.user_resume_rate, self.limits.user_resume_burst)
         self._resume_bytes = KeyedBuckets(self.limits.user_resume_bytes, 4 * self.limits.user_resume_bytes)
         self.tails = RoomTails(self._newest, self.limits.history_on_join)
-        self.presence = PresenceBatcher(broker.present, self._fan_out, clock, self.limits.presence_settle,
+        self.presence = PresenceBatcher(broker.present, self._fan_out, self._send_presence_batch,
+                                        self._needs_list, clock, self.limits.presence_settle,
                                         self.limits.presence_max_wait, timer)
         self.messages_in = 0
         self.deliveries = 0
@@ -127,7 +134,7 @@ class Hub:
         self._rooms.setdefault(member.room, set()).add(member)
         self._users.setdefault(member.user["id"], set()).add(member)
         # In a storm the room's next presence batch brings this socket its list (gateway.chat.presence).
-        batched = self.presence.list_with_batch(member.room)
+        batched = member.awaiting_list = self.presence.list_with_batch(member.room)
         present = await self.broker.enter(member.room, member.user, member.id, listed=not batched)
         welcome = encode({"type": "welcome", "user": member.user, "room": member.room,
                           "server_time": int(self._clock() * 1000)})
@@ -277,12 +284,39 @@ class Hub:
 
     def _fan_out(self, room: str, event: Event) -> None:
         members = self._rooms.get(room)
+        if members:
+            self._send_to(list(members), encode(event))
+
+    def _needs_list(self, room: str) -> bool:
+        return any(member.wants_list for member in self._rooms.get(room, ()))
+
+    def _send_presence_batch(self, room: str, changes: list[Event], users: list[dict[str, str]] | None) -> int:
+        """A batch of presence changes (gateway.chat.presence): the full list to sockets that wait for one
+        or only understand lists, what changed to the others. `users` is None only when no socket of the
+        room wants the list (the batcher asked `_needs_list` first, with no await since). Returns the
+        frames encoded."""
+        members = self._rooms.get(room)
         if not members:
-            return
-        frame = encode(event)
+            return 0
+        listed = [member for member in members if member.wants_list]
+        told = [member for member in members if not member.wants_list]
+        sent = 0
+        if listed and users is not None:
+            for member in listed:
+                member.awaiting_list = False
+            self._send_to(listed, encode({"type": "presence", "room": room, "users": users}))
+            sent += 1
+        if told:
+            joined = [event["user"] for event in changes if event["type"] == "join"]
+            left = [event["user"] for event in changes if event["type"] == "leave"]
+            self._send_to(told, encode({"type": "presence_changes", "room": room, "joined": joined, "left": left}))
+            sent += 1
+        return sent
+
+    def _send_to(self, members: list[Member], frame: str) -> None:
         wire: bytes | None = None
         size = 0
-        for member in list(members):
+        for member in members:
             outbox = member.outbox
             # The common case, a reader keeping up: one write of the prebuilt frame, no task switch.
             if outbox.direct is not None and outbox.idle():

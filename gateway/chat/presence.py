@@ -1,11 +1,14 @@
 """Presence changes coalesced per room, so a storm of N joins costs each socket a few frames, not N.
 
 A room's changes wait until it has been quiet for `settle` seconds, or at most `max_wait` seconds since
-the first one. Then one change goes out as its own `join`/`leave` frame; several go out as one
-`presence` frame with the full list, asked of the broker at that moment (so it is exact then).
+the first one. Then one change goes out as its own `join`/`leave` frame; several go out as a batch: the
+hub sends a `presence_changes` frame (who joined, who left) to the sockets that asked for those
+(`?presence=changes`), and one `presence` frame with the full list, asked of the broker at that moment
+(so it is exact then), to the others. The list is only asked for when some socket needs it.
 
 A socket that joins while its room has changes waiting (a storm) gets its first list with that batch,
-instead of a list of its own: N joins then cost one list per batch, not N lists of up to N users.
+instead of a list of its own: N joins then cost one list per batch, not N lists of up to N users, and the
+sockets already there get only what changed: a storm's presence bytes grow with N, not N².
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ log = logging.getLogger("gateway.chat")
 Timer = Callable[[float, Callable[[], None]], Any]  # (delay, callback) -> a handle with .cancel()
 Present = Callable[[str], Awaitable[list[dict[str, str]]]]
 Send = Callable[[str, dict[str, Any]], None]  # (room, event) -> fan out to the room's sockets
+# (room, the batch's latest change per user, the full list or None when nobody needs it) -> frames sent
+SendBatch = Callable[[str, list[dict[str, Any]], list[dict[str, str]] | None], int]
+NeedsList = Callable[[str], bool]  # does some socket of this room need the full list (not only changes)?
 
 
 @dataclass
@@ -34,17 +40,20 @@ class _Pending:
 
 
 class PresenceBatcher:
-    def __init__(self, present: Present, send: Send, clock: Callable[[], float], settle: float = 0.2,
-                 max_wait: float = 5.0, timer: Timer | None = None) -> None:
+    def __init__(self, present: Present, send: Send, send_batch: SendBatch, needs_list: NeedsList,
+                 clock: Callable[[], float], settle: float = 0.2, max_wait: float = 5.0,
+                 timer: Timer | None = None) -> None:
         self._present = present
         self._send = send
+        self._send_batch = send_batch
+        self._needs_list = needs_list
         self._clock = clock
         self.settle = settle
         self.max_wait = max_wait
         self._timer = timer
         self._pending: dict[str, _Pending] = {}
         self._flushing: set[asyncio.Task[None]] = set()
-        self.frames_sent = 0  # presence events fanned out (each to every socket of its room)
+        self.frames_sent = 0  # presence frames fanned out (each encoded once, to some or all sockets of a room)
 
     def change(self, event: dict[str, Any]) -> None:
         """A `join` or `leave` from the broker."""
@@ -92,6 +101,9 @@ class PresenceBatcher:
             self._send(room, changes[0])
             self.frames_sent += 1
             return
+        if not pending.list_wanted and not self._needs_list(room):
+            self.frames_sent += self._send_batch(room, changes, None)
+            return
         task = asyncio.get_running_loop().create_task(self._send_list(room, changes))
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
@@ -106,8 +118,7 @@ class PresenceBatcher:
                 self._send(room, event)
                 self.frames_sent += 1
             return
-        self._send(room, {"type": "presence", "room": room, "users": users})
-        self.frames_sent += 1
+        self.frames_sent += self._send_batch(room, changes, users)
 
     async def stop(self) -> None:
         for room in list(self._pending):

@@ -87,6 +87,16 @@ async def resume_point(after: str | None = None) -> str | None:
     return after
 
 
+def presence_form(value: str | None) -> bool:
+    """`?presence=changes` on the handshake: presence batches come as `presence_changes` frames (who
+    joined, who left) instead of full lists. Absent: full lists, as before. Checked before accept."""
+    if value is None:
+        return False
+    if value != "changes":
+        raise HTTPException(400, "presence must be 'changes' (or left out for full lists)")
+    return True
+
+
 async def chat_socket(websocket: WebSocket) -> None:
     """WS /ws/{room} (docs/protocol.md). A plain Starlette route, not FastAPI's dependency injection: its
     solving cost about a tenth of each handshake. The checks run in the same order a dependency list
@@ -94,6 +104,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     room = await room_name(websocket.path_params["room"])
     principal = await current_principal(websocket)
     after = await resume_point(websocket.query_params.get("after"))
+    changes = presence_form(websocket.query_params.get("presence"))
     gateway = gateway_of(websocket)
     hub = gateway.hub
     user = principal.public()
@@ -116,6 +127,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     # Never echo a token entry: select our protocol when offered, else none.
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
     member = hub.member(room, user)
+    member.presence_changes = changes
     member.sign_in = _sign_in(websocket.state.credentials, gateway.settings.session_max_age)
     direct = websocket.scope.get("extensions", {}).get("gateway.frame")
     try:

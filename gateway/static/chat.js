@@ -173,6 +173,11 @@
         frame.users.forEach((u) => { people.set(u.id, u.name); note(u); });
         renderPeople();
         break;
+      case "presence_changes":  // asked for with ?presence=changes: apply to the list we have
+        frame.joined.forEach((u) => { people.set(u.id, u.name); note(u); });
+        frame.left.forEach((u) => { people.delete(u.id); });
+        renderPeople();
+        break;
       case "join":
         people.set(frame.user.id, frame.user.name);
         note(frame.user);
@@ -287,8 +292,8 @@
   function connect() {
     opened = false;
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const resume = lastId ? `?after=${encodeURIComponent(lastId)}` : "";
-    socket = new WebSocket(`${scheme}//${window.location.host}/ws/${encodeURIComponent(room)}${resume}`,
+    const resume = lastId ? `&after=${encodeURIComponent(lastId)}` : "";
+    socket = new WebSocket(`${scheme}//${window.location.host}/ws/${encodeURIComponent(room)}?presence=changes${resume}`,
                            ["gateway.chat.v1"]);
     socket.addEventListener("open", () => { opened = true; });
     socket.addEventListener("message", onFrame);
