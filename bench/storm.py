@@ -58,10 +58,11 @@ PENDING, BACK, FAILED = 0, 1, 2
 class Fleet:
     """The clients of one server and what they received in the current phase."""
 
-    def __init__(self, name: str, server: common.Proc, bare: bool) -> None:
+    def __init__(self, name: str, server: common.Proc, bare: bool, presence: str = "changes") -> None:
         self.name = name
         self.server = server
         self.bare = bare
+        self.presence = presence
         self.clients: list[Client] = []
         self.counts: dict[bytes, int] = {}
         self.sizes: dict[bytes, int] = {}  # payload bytes by type
@@ -286,9 +287,15 @@ class Storm:
 
 # --- phases --------------------------------------------------------------------------------------------
 
+PRESENCE = {"changes": "?presence=changes", "full": ""}  # the page asks for changes (docs/protocol.md)
+
+
 def path_of(fleet: Fleet, client: Client, after: bool) -> str:
-    base = "/bench/storm-bare" if fleet.bare else f"/ws/{client.room}"
-    return f"{base}?after={client.last_id}" if after and client.last_id else base
+    """The handshake's path; the bare endpoint ignores the query, sent anyway so both are the same size."""
+    base = ("/bench/storm-bare" if fleet.bare else f"/ws/{client.room}") + PRESENCE[fleet.presence]
+    if not (after and client.last_id):
+        return base
+    return f"{base}{'&' if '?' in base else '?'}after={client.last_id}"
 
 
 async def wait_until_async(count: Callable[[], Awaitable[int]], within: float, every: float = 0.1) -> None:
@@ -684,11 +691,12 @@ async def measure(args: argparse.Namespace, stack: common.Stack) -> int:
     started = time.monotonic()
     cookies = common.cookies(gateway, users)
     print(f"{args.clients:,} clients, {args.rooms} rooms of {args.clients // args.rooms:,}, one user each; "
+          f"presence as {args.presence}; "
           f"{args.messages} messages per room before each drop, {args.away} while away; "
           f"cookies sealed in {time.monotonic() - started:.1f} s", flush=True)
     storms: list[Storm] = []
     for name, server, bare in (("bare", bare_server, True), ("gateway", gateway, False)):
-        fleet = Fleet(name, server, bare)
+        fleet = Fleet(name, server, bare, args.presence)
         fleet.clients = [Client(fleet, user, rooms[i % len(rooms)], cookies[i]) for i, user in enumerate(users)]
         if bare:  # it ignores ?after=; sent anyway, so that both handshakes are the same size
             for client in fleet.clients:
@@ -702,6 +710,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=argv[0], description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=5000)
+    parser.add_argument("--presence", choices=sorted(PRESENCE), default="changes",
+                        help="presence batches as changes (as the page asks) or as full lists")
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--modes", type=lambda v: v.split(","), default=["close", "restart"],
                         help="comma-separated: close, restart (default both, in that order)")

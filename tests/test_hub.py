@@ -339,6 +339,60 @@ async def test_joining_with_after_sends_everything_since_instead_of_the_last_pag
 
 
 @pytest.mark.anyio
+async def test_a_storm_of_resumes_is_answered_from_memory_when_it_holds_everything_since(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", history_on_join=5, message_rate=1000, message_burst=1000)
+    try:
+        writer = hub.member("r", user("w"))
+        await hub.join(writer)
+        for i in range(8):
+            await hub.post(writer, f"m{i}", None)
+        ids = [m["id"] for m in (await hub.broker.page("r", None, 50)).messages]
+        read = hub.broker.page_text
+        store_pages: list[str] = []
+
+        async def counting_page_text(room: str, after: str, limit: int) -> Any:
+            store_pages.append(after)
+            return await read(room, after, limit)
+
+        hub.broker.page_text = counting_page_text  # type: ignore[method-assign]
+        crowd = [hub.member("r", user(f"u{i}")) for i in range(20)]
+        await asyncio.gather(*(hub.join(member, after=ids[5]) for member in crowd))
+        assert store_pages == [] and hub.tails.store_reads == 1  # the writer's join filled the tail
+        for member in crowd:
+            got = frames(member)
+            assert [f["type"] for f in got[:3]] == ["welcome", "history", "presence"]
+            assert [m["text"] for m in got[1]["messages"]] == ["m6", "m7"] and got[1]["truncated"] is False
+        caught_up = hub.member("r", user("caught-up"))  # nothing since: an empty page, from memory
+        await hub.join(caught_up, after=ids[-1])
+        assert of_type(caught_up, "history")[0]["messages"] == [] and store_pages == []
+        # Older than the tail's oldest (m3): messages between may exist, so the store answers.
+        old = hub.member("r", user("old"))
+        await hub.join(old, after=ids[1])
+        assert [m["text"] for m in (await sent(old, "history"))[0]["messages"]] == [f"m{i}" for i in range(2, 8)]
+        assert store_pages == [ids[1]]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_a_resume_larger_than_a_page_goes_to_the_store_in_pages(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", history_on_join=50, history_page=4, message_rate=1000,
+                         message_burst=1000)
+    try:
+        writer = hub.member("r", user("w"))
+        await hub.join(writer)
+        for i in range(10):
+            await hub.post(writer, f"m{i}", None)
+        back = hub.member("r", user("back"))
+        await hub.join(back, after="0-0")  # the tail holds all ten, but they are more than a page of 4
+        pages = await sent(back, "history")
+        assert [len(page["messages"]) for page in pages] == [4, 4, 2]
+        assert [m["text"] for page in pages for m in page["messages"]] == [f"m{i}" for i in range(10)]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
 async def test_fan_out_writes_prebuilt_frames_directly_only_when_nothing_is_ahead(hub: Hub) -> None:
     from gateway.chat.hub import server_frame
 

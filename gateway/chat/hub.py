@@ -139,12 +139,26 @@ class Hub:
         welcome = encode({"type": "welcome", "user": member.user, "room": member.room,
                           "server_time": int(self._clock() * 1000)})
         presence = None if batched else encode({"type": "presence", "users": present})
-        if after is None:
-            head = [welcome, await self.tails.history_frame(member.room)]
-            member.outbox.prepend(head if presence is None else [*head, presence])
-        else:
+        history = await self._history_on_join(member, after)
+        if history is None and after is not None:  # more than memory holds: page by page from the store
             member.outbox.prepend([welcome])
             member.outbox.send_backlog(self._backlog(member, after, then=presence))
+            return
+        head = [welcome] if history is None else [welcome, history]
+        member.outbox.prepend(head if presence is None else [*head, presence])
+
+    async def _history_on_join(self, member: Member, after: str | None) -> str | None:
+        """The join's `history` frame from memory (gateway.chat.tail); None: `after` needs the store."""
+        if after is None:
+            return await self.tails.history_frame(member.room)
+        budget = self._resume_bytes.bucket(member.user["id"])
+        if budget.available() < 0:
+            return None  # this user's resumes are over their byte budget: the backlog waits for it
+        limits = self.limits
+        frame = await self.tails.history_after(member.room, after, limits.history_page, limits.history_page_bytes)
+        if frame is not None:
+            budget.drain(len(frame))
+        return frame
 
     async def leave(self, member: Member) -> None:
         self._sign_ins.discard(member)

@@ -3,6 +3,10 @@
 A room's tail is filled once from the store (on its first join) and then from every message delivered
 to this instance; it is dropped when the room's last local socket leaves, since from then on this
 instance no longer hears of the room's messages. Bounded in messages and in bytes.
+
+A reconnecting client's `?after=` is answered from the tail too when the tail holds every message after
+that point: in a reconnect storm, thousands of resumes then read no store (SQLite's reads run on one
+thread, which a busy event loop lets run only between its own turns).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class _Tail:
     filling: list[Message] | None = None  # delivered while the store was being read
     ready: asyncio.Future[None] | None = None  # the fill under way: concurrent joins wait for it
     frame: str | None = None  # the `history` frame of these messages, encoded once for every join
+    since: tuple[str, str] | None = None  # (after, its `history` frame): a storm's resumes share one point
 
 
 class RoomTails:
@@ -86,6 +91,33 @@ class RoomTails:
             tail.frame = encode_history(page)
         return tail.frame
 
+    async def history_after(self, room: str, after: str, max_messages: int, max_bytes: int) -> str | None:
+        """The `history` frame of every message of `room` after `after` when the tail holds them all and
+        they fit one resume page (`max_messages`, about `max_bytes`); None: read them from the store."""
+        await self.page(room)  # filled (once) and current
+        tail = self._tails.get(room)
+        if tail is None or tail.filling is not None:
+            return None
+        if tail.since is not None and tail.since[0] == after:
+            return tail.since[1]
+        point = parse_id(after)
+        kept = tail.messages
+        if tail.truncated and (not kept or parse_id(kept[0][0]["id"]) > point):
+            return None  # older messages than these exist, and some may come after `after`
+        newer: list[Message] = []
+        size = 0
+        for message, bytes_ in reversed(kept):
+            if parse_id(message["id"]) <= point:
+                break
+            newer.append(message)
+            size += bytes_
+            if len(newer) > max_messages or size > max_bytes:
+                return None  # more than one page: the store sends them page by page
+        newer.reverse()
+        frame = encode_history(Page(newer, False))
+        tail.since = (after, frame)
+        return frame
+
     def add(self, message: Message) -> None:
         """A message delivered to this instance (stored already)."""
         tail = self._tails.get(message.get("room", ""))
@@ -97,7 +129,7 @@ class RoomTails:
             self._keep(tail, message)
 
     def _keep(self, tail: _Tail, message: Message) -> None:
-        tail.frame = None
+        tail.frame = tail.since = None
         # The text and the name dominate; ids, keys and punctuation take about 120 bytes.
         size = frame_size(message["text"]) + frame_size(message["user"]["name"]) + 120
         tail.messages.append((message, size))
