@@ -595,6 +595,27 @@ async def test_a_lone_join_during_a_pending_change_still_gets_a_list(tmp_path: P
 
 
 @pytest.mark.anyio
+async def test_each_batch_of_a_storm_waits_for_twice_the_quiet_until_the_room_calms_down(tmp_path: Path) -> None:
+    clock, timer = Clock(), ManualTimer()
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=1.0)
+    try:
+        await hub.join(hub.member("r", user("watcher")))
+        quiet = []
+        for i in range(5):
+            clock.now += 0.1
+            await hub.join(hub.member("r", user(f"u{i}")))
+            quiet.append(timer.due[-1][0])
+            timer.fire()
+            await asyncio.sleep(0)
+        assert quiet == [pytest.approx(d) for d in (0.2, 0.4, 0.8, 1.0, 1.0)]  # capped at max_wait
+        clock.now += 1.0  # quiet for max_wait: a new change waits for the first settle again
+        await hub.join(hub.member("r", user("calm")))
+        assert timer.due[-1][0] == pytest.approx(0.2)
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
 async def test_presence_changes_wait_at_most_max_wait_even_in_a_long_storm(tmp_path: Path) -> None:
     clock, timer = Clock(), ManualTimer()
     hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=1.0)

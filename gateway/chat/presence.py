@@ -6,6 +6,10 @@ hub sends a `presence_changes` frame (who joined, who left) to the sockets that 
 (`?presence=changes`), and one `presence` frame with the full list, asked of the broker at that moment
 (so it is exact then), to the others. The list is only asked for when some socket needs it.
 
+While changes keep coming (a storm), each batch of a room needs twice the quiet of the one before, up
+to `max_wait`, so the frames a storm costs each socket stay few however bursty its joins; a room quiet
+for `max_wait` starts again from `settle`.
+
 A socket that joins while its room has changes waiting (a storm) gets its first list with that batch,
 instead of a list of its own: N joins then cost one list per batch, not N lists of up to N users, and the
 sockets already there get only what changed: a storm's presence bytes grow with N, not N².
@@ -37,6 +41,7 @@ class _Pending:
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> latest join/leave event
     handle: Any = None
     list_wanted: bool = False  # a socket joined meanwhile and waits for this batch's full list
+    settle: float = 0.0  # the quiet this batch waits for
 
 
 class PresenceBatcher:
@@ -52,6 +57,7 @@ class PresenceBatcher:
         self.max_wait = max_wait
         self._timer = timer
         self._pending: dict[str, _Pending] = {}
+        self._last: dict[str, tuple[float, float]] = {}  # room -> (when its last batch went out, its settle)
         self._flushing: set[asyncio.Task[None]] = set()
         self.frames_sent = 0  # presence frames fanned out (each encoded once, to some or all sockets of a room)
 
@@ -65,12 +71,18 @@ class PresenceBatcher:
         now = self._clock()
         pending = self._pending.get(room)
         if pending is None:
-            pending = self._pending[room] = _Pending(now)
+            pending = self._pending[room] = _Pending(now, settle=self._settle(room, now))
         pending.changes[event["user"]["id"]] = event
         if pending.handle is not None:
             pending.handle.cancel()
-        delay = min(self.settle, max(0.0, pending.first + self.max_wait - now))
+        delay = min(pending.settle, max(0.0, pending.first + self.max_wait - now))
         pending.handle = self._schedule(delay, lambda: self._due(room))
+
+    def _settle(self, room: str, now: float) -> float:
+        last = self._last.get(room)
+        if last is None or now - last[0] >= self.max_wait:
+            return self.settle
+        return min(self.max_wait, 2 * last[1])  # the storm goes on: wait for twice the quiet
 
     def list_with_batch(self, room: str) -> bool:
         """True when `room` has changes waiting: a socket joining now gets the full list with them (and
@@ -83,6 +95,7 @@ class PresenceBatcher:
 
     def forget(self, room: str) -> None:
         """The room has no local socket any more: nobody to tell."""
+        self._last.pop(room, None)
         pending = self._pending.pop(room, None)
         if pending is not None and pending.handle is not None:
             pending.handle.cancel()
@@ -96,6 +109,7 @@ class PresenceBatcher:
         pending = self._pending.pop(room, None)
         if pending is None or not pending.changes:
             return
+        self._last[room] = (self._clock(), pending.settle)
         changes = list(pending.changes.values())
         if len(changes) == 1 and not pending.list_wanted:
             self._send(room, changes[0])
