@@ -81,8 +81,12 @@ def decode_frame(text: str) -> ClientFrame:
     raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume or ping")
 
 
+# One encoder for every frame: json.dumps with arguments builds a new JSONEncoder on each call.
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return _encoder.encode(frame)
 
 
 def error_frame(code: str, message: str) -> str:
