@@ -719,7 +719,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--away", type=int, default=2, help="per room while the clients are away")
     parser.add_argument("--timeout", type=float, default=60.0, help="s for every client to be back")
     parser.add_argument("--close-timeout", type=float, default=10.0, help="s to wait for the server's close frames")
-    parser.add_argument("--quiet", type=float, default=0.5, help="s without a frame: the storm is over")
+    parser.add_argument("--quiet", type=float, default=1.5,
+                        help="s without a frame: the storm is over (longer than the presence settle, up to 1 s)")
     parser.add_argument("--concurrency", type=int, default=500, help="handshakes at a time for the first connection")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     parser.add_argument("--profile", type=Path, help="a directory: py-spy records the servers during each storm")

@@ -7,8 +7,9 @@ hub sends a `presence_changes` frame (who joined, who left) to the sockets that 
 (so it is exact then), to the others. The list is only asked for when some socket needs it.
 
 While changes keep coming (a storm), each batch of a room needs twice the quiet of the one before, up
-to `max_wait`, so the frames a storm costs each socket stay few however bursty its joins; a room quiet
-for `max_wait` starts again from `settle`.
+to `max_settle`, so the frames a storm costs each socket stay few however bursty its joins, and the
+last batch still comes within `max_settle` of the storm's end; a room quiet for `max_wait` starts again
+from `settle`.
 
 A socket that joins while its room has changes waiting (a storm) gets its first list with that batch,
 instead of a list of its own: N joins then cost one list per batch, not N lists of up to N users, and the
@@ -47,7 +48,7 @@ class _Pending:
 class PresenceBatcher:
     def __init__(self, present: Present, send: Send, send_batch: SendBatch, needs_list: NeedsList,
                  clock: Callable[[], float], settle: float = 0.2, max_wait: float = 5.0,
-                 timer: Timer | None = None) -> None:
+                 timer: Timer | None = None, max_settle: float = 1.0) -> None:
         self._present = present
         self._send = send
         self._send_batch = send_batch
@@ -55,6 +56,7 @@ class PresenceBatcher:
         self._clock = clock
         self.settle = settle
         self.max_wait = max_wait
+        self.max_settle = max(settle, max_settle)
         self._timer = timer
         self._pending: dict[str, _Pending] = {}
         self._last: dict[str, tuple[float, float]] = {}  # room -> (when its last batch went out, its settle)
@@ -82,7 +84,7 @@ class PresenceBatcher:
         last = self._last.get(room)
         if last is None or now - last[0] >= self.max_wait:
             return self.settle
-        return min(self.max_wait, 2 * last[1])  # the storm goes on: wait for twice the quiet
+        return min(self.max_settle, 2 * last[1])  # the storm goes on: wait for twice the quiet
 
     def list_with_batch(self, room: str) -> bool:
         """True when `room` has changes waiting: a socket joining now gets the full list with them (and
