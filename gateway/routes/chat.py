@@ -16,6 +16,7 @@ from gateway.authenticator import Credentials
 from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
+from gateway.chat.outbox import server_frame
 from gateway.chat.sign_ins import SignIn
 from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, SessionEnd, SessionWatch
 from gateway.errors import (
@@ -293,6 +294,10 @@ async def _write(websocket: WebSocket, member: Member) -> None:
     outbox = member.outbox
     try:
         while (frame := await outbox.get()) is not None:
+            # Straight to the transport when it takes it now (as fan-out does): the ASGI send path costs
+            # more than the frame, and a storm's presence lists queued during joins are long.
+            if outbox.direct is not None and outbox.direct(server_frame(frame)):
+                continue
             outbox.sending = True
             await websocket.send_text(frame)
             outbox.sending = False
