@@ -635,13 +635,17 @@ def report(storms: list[Storm], args: argparse.Namespace) -> int:
     for s in storms:
         base = bare.get(s.mode)
         ratio = s.back_s / base.back_s if base and s.fleet != "bare" and base.back_s > 0 else None
+        cpu = s.cpu_s / base.cpu_s if base and s.fleet != "bare" and base.cpu_s > 0 else None
         rows.append([s.fleet, s.mode, f"{s.drop_s:.2f}", codes(s.drop_codes), s.unclean if s.mode == "close" else "-",
                      f"{s.back_s:.2f}", f"{s.p50_s:.2f}", f"{ratio:.2f}" if ratio is not None else "",
                      f"{s.quiet_s:.2f}", sum(s.failures.values()), f"{s.cpu_s:.1f}",
+                     f"{cpu:.2f}" if cpu is not None else "",
                      f"{s.rss_before / 1024:.0f} → {s.rss_peak / 1024:.0f}", f"{s.client_pct:.0f}%", s.others])
     common.table(rows, ["server", "drop", "drop s", "server's close codes", "unclean", "back in s", "p50 s",
-                        "× bare", "quiet s", "failures", "server CPU s", "RSS MiB before → peak", "client CPU",
-                        "others"])
+                        "× bare", "quiet s", "failures", "server CPU s", "CPU × bare", "RSS MiB before → peak",
+                        "client CPU", "others"])
+    print("CPU × bare: the server's CPU seconds for the storm against the bare server's; less moved than the "
+          "times by other load on the machine (the 'others' column)")
     print()
     rows = []
     for s in storms:
