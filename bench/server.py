@@ -17,6 +17,7 @@ Run as a file (`python bench/server.py`), so that PYTHONPATH may point at a scra
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -47,13 +48,35 @@ def use_orjson() -> None:
     setattr(frames, "json", Json)  # noqa: B010
 
 
+class GcClock:
+    """Time the cyclic garbage collector takes in this process (gc.callbacks), for /bench/stats."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+            self.collections[info["generation"]] += 1
+
+
+GC = GcClock()
+
+
 def process_stats() -> dict[str, int]:
     rss = 0
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
-    return {"tasks": len(asyncio.all_tasks()), "rss_kib": rss, "fds": len(os.listdir("/proc/self/fd"))}
+    return {"tasks": len(asyncio.all_tasks()), "rss_kib": rss, "fds": len(os.listdir("/proc/self/fd")),
+            "gc_ms": round(GC.seconds * 1000), "gc_full": GC.collections[2],
+            "gc_young": GC.collections[0] + GC.collections[1], "gc_objects": len(gc.get_objects())}
 
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, which name
@@ -95,8 +118,12 @@ def build(orjson: bool) -> tuple[Any, Any]:
         await until_closed(websocket)
 
     @app.get("/bench/stats")
-    async def stats() -> JSONResponse:
+    async def stats(types: bool = False) -> JSONResponse:
         hub = app.state.gateway.hub
+        if types:  # what the collector tracks, by type (for a before/after look at a storm)
+            from collections import Counter
+
+            return JSONResponse(dict(Counter(type(o).__qualname__ for o in gc.get_objects()).most_common(60)))
         cache = app.state.gateway.authenticator.cache
         return JSONResponse(process_stats() | {
             "sockets": hub.open_sockets(), "deliveries": hub.deliveries, "messages_in": hub.messages_in,

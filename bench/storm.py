@@ -273,6 +273,8 @@ class Storm:
     total_kib: float = 0.0
     other_types: str = ""
     cpu_s: float = 0.0
+    gc_s: float = 0.0  # of cpu_s: the cyclic garbage collector
+    gc_full: int = 0  # its full collections
     rss_before: int = 0
     rss_peak: int = 0
     rss_after: int = 0
@@ -496,6 +498,9 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
     fleet.reset()
     calls = common.provider_calls(provider).get("userinfo", 0)
     window = common.CpuWindow([server])
+    gc_before = await asyncio.to_thread(common.get_json, f"{server.url}/bench/stats")
+    types_before = await asyncio.to_thread(common.get_json, f"{server.url}/bench/stats?types=true") \
+        if args.gc_types else {}
     cpu_before = server.cpu_seconds()
     storm.rss_before = server.rss_kib()
     samples = [storm.rss_before]
@@ -522,6 +527,17 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
         for line in self_time(profile.out, 12):
             print(f"  self {line}")
     storm.cpu_s = server.cpu_seconds() - cpu_before
+    gc_after = await asyncio.to_thread(common.get_json, f"{server.url}/bench/stats")
+    if args.gc_types:
+        types_after = await asyncio.to_thread(common.get_json, f"{server.url}/bench/stats?types=true")
+        grown = {k: (v - types_before.get(k, 0)) / len(fleet.clients) for k, v in types_after.items()}
+        print(f"{fleet.name}, {storm.mode}: objects the collector tracks, per client: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(grown.items(), key=lambda kv: -kv[1])[:24] if v >= 0.5))
+    storm.gc_s = (gc_after["gc_ms"] - gc_before["gc_ms"]) / 1000
+    storm.gc_full = gc_after["gc_full"] - gc_before["gc_full"]
+    print(f"{fleet.name}, {storm.mode}: GC {storm.gc_s:.2f} s in {gc_after['gc_young'] - gc_before['gc_young']:,} "
+          f"young and {storm.gc_full} full collections; tracked objects {gc_before['gc_objects']:,} → "
+          f"{gc_after['gc_objects']:,}", flush=True)
     storm.rss_peak = max(samples)
     storm.rss_after = server.rss_kib()
     storm.client_pct = window.client_pct
@@ -639,13 +655,15 @@ def report(storms: list[Storm], args: argparse.Namespace) -> int:
         rows.append([s.fleet, s.mode, f"{s.drop_s:.2f}", codes(s.drop_codes), s.unclean if s.mode == "close" else "-",
                      f"{s.back_s:.2f}", f"{s.p50_s:.2f}", f"{ratio:.2f}" if ratio is not None else "",
                      f"{s.quiet_s:.2f}", sum(s.failures.values()), f"{s.cpu_s:.1f}",
-                     f"{cpu:.2f}" if cpu is not None else "",
+                     f"{cpu:.2f}" if cpu is not None else "", f"{s.gc_s:.1f} ({s.gc_full})",
                      f"{s.rss_before / 1024:.0f} → {s.rss_peak / 1024:.0f}", f"{s.client_pct:.0f}%", s.others])
     common.table(rows, ["server", "drop", "drop s", "server's close codes", "unclean", "back in s", "p50 s",
-                        "× bare", "quiet s", "failures", "server CPU s", "CPU × bare", "RSS MiB before → peak",
+                        "× bare", "quiet s", "failures", "server CPU s", "CPU × bare", "GC s (full)",
+                        "RSS MiB before → peak",
                         "client CPU", "others"])
     print("CPU × bare: the server's CPU seconds for the storm against the bare server's; less moved than the "
-          "times by other load on the machine (the 'others' column)")
+          "times by other load on the machine (the 'others' column); GC s: of that CPU, the cyclic garbage "
+          "collector's (its full collections)")
     print()
     rows = []
     for s in storms:
@@ -727,6 +745,8 @@ def main(argv: list[str]) -> int:
                         help="s without a frame: the storm is over (longer than the presence settle, up to 1 s)")
     parser.add_argument("--concurrency", type=int, default=500, help="handshakes at a time for the first connection")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    parser.add_argument("--gc-types", action="store_true",
+                        help="print what the collector tracks per client after each storm, by type")
     parser.add_argument("--profile", type=Path, help="a directory: py-spy records the servers during each storm")
     args = parser.parse_args(argv[1:])
     if set(args.modes) - {"close", "restart"}:
