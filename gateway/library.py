@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from gateway import __version__
@@ -119,6 +119,29 @@ class Gateway:
 
         app.router.lifespan_context = lifespan
         return app
+
+    @staticmethod
+    def logout_token(request: Request) -> str:
+        """The `csrf` field a sign-out form (`<form method="post" action="/logout">`) must carry: bound to
+        this browser's sign-in, so no other site or session can sign anyone out."""
+        from gateway.routes.logout import csrf_token
+
+        return csrf_token(request)
+
+    def serve(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
+              ws_max_size: int = 1 << 20) -> None:
+        """Run `app` under uvicorn as `gateway serve` runs the gateway (its WebSocket handshake fixes, pings
+        every GATEWAY_WS_PING_INTERVAL, GATEWAY_TRUSTED_PROXIES, logs without query strings); blocks.
+        `ws_max_size`: the largest client frame (bytes); a bigger one closes the socket with 1009."""
+        import uvicorn
+
+        from gateway.logs import setup_logging
+        from gateway.server import uvicorn_config
+
+        settings = self.settings
+        setup_logging(log_level, settings.log_format)
+        uvicorn.Server(uvicorn_config(app, host, port, log_level, settings.ws_ping_interval, settings.ws_ping_timeout,
+                                      settings.trusted_proxies, ws_max_size=ws_max_size)).run()
 
     @cached_property
     def auth_router(self) -> APIRouter:
