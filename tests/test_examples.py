@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import runpy
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,59 +16,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import CLIENT_ID, ISSUER, SECRET, FakeIdP
-from tests.live import free_port, live_server
-from tests.processes import stop_all, wait_until_answers
+from tests.conftest import ISSUER, FakeIdP
+from tests.examples_support import as_process, example_env, in_process
+from tests.live import free_port
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
 # oidc-provider-mock 0.3.4, run in a thread here, issues ID tokens through an authlib API authlib deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:get_jwt_config.*:DeprecationWarning")
-
-
-def example_env(port: int, issuer: str, provider: str, tmp_path: Path) -> dict[str, str]:
-    variable = f"GATEWAY_PROVIDERS__{provider.upper()}__"
-    return {
-        "PORT": str(port),
-        "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "GATEWAY_SECRET_KEYS": SECRET,
-        f"{variable}ISSUER": issuer,
-        f"{variable}CLIENT_ID": CLIENT_ID,
-        f"{variable}CLIENT_SECRET": "s3cret",
-        "GATEWAY_HISTORY_PATH": str(tmp_path / "history.sqlite3"),
-        "GATEWAY_VALIDATION_CACHE_TTL": "0.5",  # a revocation is seen within half a second
-    }
-
-
-@contextmanager
-def as_process(example: str, env: dict[str, str], workdir: Path) -> Iterator[str]:
-    """`python examples/<example>` in `workdir` (no .env there), with only `env`'s GATEWAY_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    log = workdir / f"{example}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, str(EXAMPLES / example)], cwd=workdir, env={**clean, **env},
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        wait_until_answers(f"{base}/login", process, log)
-        yield base
-    except BaseException:
-        sys.stderr.write(f"---- {example} log ----\n" + log.read_text("utf-8", "replace"))
-        raise
-    finally:
-        stop_all([process])
-
-
-@contextmanager
-def in_process(example: str, env: dict[str, str], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The example's `app`, imported here (where respx mocks the provider) and served in a thread."""
-    for name in [name for name in os.environ if name.startswith("GATEWAY_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(workdir)
-    app = runpy.run_path(str(EXAMPLES / example))["app"]
-    with live_server(app, int(env["PORT"])) as address:
-        yield f"http://{address}"
 
 
 @dataclass
