@@ -99,6 +99,8 @@ class Gateway:
         duplicated gateway cookies, 400 for control characters in paths), its static files at /static, and
         its lifespan around the app's own. `security_headers`: CSP, no framing, no-store on the gateway's
         own paths ("gateway"), or on every answer of the app ("all", as `gateway serve` does)."""
+        if getattr(app.state, "gateway", None) is not None:
+            raise RuntimeError("a gateway is installed on this app already: one Gateway per app")
         wiring = self._wiring
         settings = self.settings
         app.state.gateway = wiring

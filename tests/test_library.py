@@ -4,6 +4,7 @@ real server, live_session's closes, rules, Origin on cookie POSTs, and what `ins
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,9 @@ import gateway
 from gateway import CurrentUser, Gateway, OptionalUser, Principal, live_session, require
 from tests.conftest import PUBLIC_URL, FakeIdP, SettingsFactory, SignIn
 from tests.live import free_port, live_server
+from tests.test_logout import issue_refresh_tokens
+
+ended: list[int | None] = []  # close codes the /proto endpoint saw after its block
 
 
 def make_app(gw: Gateway) -> FastAPI:
@@ -56,6 +60,13 @@ def make_app(gw: Gateway) -> FastAPI:
         async with live_session(websocket, user):
             while True:
                 await websocket.send_text(f"{user.name}: {await websocket.receive_text()}")
+
+    @app.websocket("/proto")
+    async def proto(websocket: WebSocket, user: CurrentUser) -> None:
+        async with live_session(websocket, user, subprotocol="echo.v1") as session:
+            await websocket.send_text(str(websocket.scope.get("subprotocols")))
+            await websocket.receive_text()
+        ended.append(session.close_code)  # after the block: it ended without an exception
 
     @app.websocket("/staff-echo")
     async def staff_echo(websocket: WebSocket,
@@ -190,6 +201,13 @@ def test_install_keeps_the_apps_own_lifespan(idp: FakeIdP, make_settings: Settin
     assert events == ["start", "stop"]
 
 
+def test_installing_twice_is_refused(make_settings: SettingsFactory) -> None:
+    gw = Gateway(make_settings())
+    app = gw.install(FastAPI())
+    with pytest.raises(RuntimeError, match="already"):
+        Gateway(make_settings()).install(app)
+
+
 def test_home_must_be_a_path_of_ours(make_settings: SettingsFactory) -> None:
     for home in ("//evil.test", "https://evil.test/", "me", "/a/../b"):
         with pytest.raises(ValueError, match="home"):
@@ -286,3 +304,37 @@ async def test_logout_closes_the_users_sockets_4401_at_once(served: str, idp: Fa
             assert out.status_code in (200, 303)
             assert await closed_with(ws, within=2) == 4401
         assert (await browser.get("/me")).status_code == 401
+
+
+@pytest.mark.anyio
+async def test_the_block_selects_our_protocol_never_the_token_and_ends_cleanly(
+        served: str, idp: FakeIdP, caplog: pytest.LogCaptureFixture) -> None:
+    token = idp.issue_token("max")
+    entry = "base64url.bearer.authorization.k8s.io." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+    ended.clear()
+    async with connect(f"ws://{served}/proto", subprotocols=[entry, "echo.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "echo.v1"
+        await asyncio.wait_for(ws.recv(), 5)
+    for _ in range(50):  # the client left: the block ends, and the code after it runs
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert ended == [None]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.anyio
+@pytest.mark.ttl(60)  # the only checks are at the token's expiry
+async def test_a_refresh_hands_the_socket_its_new_token(served: str, idp: FakeIdP) -> None:
+    issue_refresh_tokens(idp)
+    idp.expires_in = 3
+    async with browser_sign_in(served, idp, "alice") as browser:
+        origin = f"http://{served}"
+        async with connect(f"ws://{served}/echo", additional_headers={"Cookie": cookie_header(browser)},
+                           origin=origin) as ws:  # type: ignore[arg-type]
+            await asyncio.sleep(1.5)
+            refreshed = await browser.post("/auth/refresh", headers={"Origin": origin, "X-Gateway-Refresh": "1"})
+            assert refreshed.status_code == 204
+            await asyncio.sleep(2)  # past the first token's expiry (a socket not refreshed closes), not the new one
+            await ws.send("still")
+            assert await asyncio.wait_for(ws.recv(), 5) == "Alice: still"
