@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -87,6 +89,11 @@ def client(idp: FakeIdP, make_settings: SettingsFactory) -> Iterator[TestClient]
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_instance_offers_the_same_dependencies() -> None:
+    assert Gateway.CurrentUser is CurrentUser and Gateway.OptionalUser is OptionalUser
+    assert Gateway.require is require and Gateway.live_session is live_session
 
 
 def test_the_public_names_are_what_all_lists() -> None:
@@ -199,6 +206,23 @@ def test_install_keeps_the_apps_own_lifespan(idp: FakeIdP, make_settings: Settin
         assert test_client.get("/state").json() == {"mine": "kept"}
         assert idp.mock.routes["discovery"].call_count == 1  # the gateway's start-up ran too
     assert events == ["start", "stop"]
+
+
+def test_the_lifespan_given_to_fastapi_and_installed_runs_once(idp: FakeIdP, make_settings: SettingsFactory) -> None:
+    gw = Gateway(make_settings())
+    app = gw.install(FastAPI(lifespan=gw.lifespan))
+    with TestClient(app, base_url=PUBLIC_URL):
+        assert idp.mock.routes["discovery"].call_count == 1
+
+
+def test_from_env_names_each_missing_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [name for name in os.environ if name.startswith("GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gateway.ConfigError) as caught:
+        Gateway.from_env()
+    assert any(line.startswith("GATEWAY_PUBLIC_URL: ") for line in caught.value.problems)
+    assert any(line.startswith("GATEWAY_SECRET_KEYS: ") for line in caught.value.problems)
 
 
 def test_installing_twice_is_refused(make_settings: SettingsFactory) -> None:
