@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from itsdangerous import URLSafeTimedSerializer
 
@@ -21,23 +18,19 @@ from gateway.chat.broker import Broker, MemoryBroker
 from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits
 from gateway.chat.quota import HistoryQuota
-from gateway.chat.redis_broker import RedisBroker
 from gateway.config import Settings
-from gateway.cookie_guard import DuplicateCookieGuard
 from gateway.cookies import Sealer, SessionCookie, TokenCookie
 from gateway.denylist_store import SqliteDenyStore
 from gateway.forwarded import UntrustedForwardedForWarning
-from gateway.headers import SecurityHeadersMiddleware
+from gateway.live import LiveSockets
 from gateway.logout_token import LogoutTokenVerifier
 from gateway.logs import AccessLogMiddleware
 from gateway.metrics import Metrics
 from gateway.path_cookies import IdTokenCookie, RefreshCookie, RevokeCookie
-from gateway.path_guard import ControlCharacterPaths
 from gateway.providers import Providers
+from gateway.redirects import DEFAULT_NEXT
 from gateway.replay import ReplayCache
 from gateway.security import origin_of
-from gateway.sessions import LoginStateMiddleware
-from gateway.shared import RedisShared
 
 log = logging.getLogger("gateway")
 PACKAGE = Path(__file__).parent
@@ -69,18 +62,22 @@ class Gateway:
     idt_cookie: IdTokenCookie  # the ID token, for POST /logout's id_token_hint
     session_cookie: SessionCookie  # the sign-in's session id: every other cookie of it must carry the same
     logout_tokens: LogoutTokenVerifier  # back-channel logout (gateway.routes.provider_logout)
+    home: str = DEFAULT_NEXT  # where a sign-in lands without a `next` (Gateway(home=...) in an app of yours)
+    live: LiveSockets = field(default_factory=LiveSockets)  # the library's live_session sockets
 
 
 def make_broker(settings: Settings) -> Broker:
     """memory:// keeps presence here and history in SQLite; redis://… shares both between instances."""
     quota = HistoryQuota(settings.history_max_rooms, settings.history_rooms_per_user, settings.history_max_bytes)
     if settings.uses_redis:
+        from gateway.chat.redis_broker import RedisBroker  # redis-py is imported only when it is used
+
         return RedisBroker(settings.broker_url, settings.redis_prefix, settings.history_limit,
                            settings.presence_ttl, quota=quota)
     return MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit, quota=quota))
 
 
-def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
+def build_gateway(settings: Settings, http: httpx.AsyncClient, home: str = DEFAULT_NEXT) -> Gateway:
     secrets = [key.get_secret_value() for key in settings.secret_keys]
     public_origin = origin_of(settings.public_url)
     templates = Jinja2Templates(directory=str(templates_dir()))
@@ -113,10 +110,16 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
         logout_tokens=LogoutTokenVerifier(
             ReplayCache(settings.logout_replay_cache_size, settings.logout_replay_cache_bytes),
             settings.logout_token_max_age, settings.jwt_leeway),
+        home=home,
     )
+    gateway.hub.listeners.append(gateway.live.hear)
     metrics.attach(gateway)
     broker = gateway.hub.broker
-    if isinstance(broker, RedisBroker):
+    if settings.uses_redis:
+        from gateway.chat.redis_broker import RedisBroker
+        from gateway.shared import RedisShared
+
+        assert isinstance(broker, RedisBroker)
         shared = RedisShared(broker.redis, settings.redis_prefix, broker.announce)
         gateway.authenticator.cache.shared = shared
         gateway.authenticator.denied.shared = shared
@@ -129,50 +132,20 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
-    from gateway.routes import auth, chat, check, logout, ops, provider_logout, refresh
+    """The gateway's own app (`gateway serve`, `gateway demo`): the library's pieces (gateway.library),
+    every router, security headers on every answer, and the access log."""
+    from gateway.library import Gateway as Library
+    from gateway.routes import auth, check
 
-    owns_client = http is None
-    client = http or httpx.AsyncClient(
-        timeout=settings.provider_timeout, follow_redirects=False, headers={"User-Agent": f"gateway/{__version__}"}
-    )
-    gateway = build_gateway(settings, client)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gateway.hub.start()
-        shared = gateway.authenticator.denied.shared
-        try:
-            if isinstance(shared, RedisShared):
-                await shared.load_denied(gateway.authenticator.denied)
-            elif isinstance(shared, SqliteDenyStore):
-                await shared.open(gateway.authenticator.denied)
-            await gateway.providers.warm_up()
-            yield
-        finally:
-            await gateway.hub.stop()
-            if isinstance(shared, SqliteDenyStore):
-                await shared.close()
-            if owns_client:
-                await client.aclose()
-
-    app = FastAPI(title="gateway", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    app.state.gateway = gateway
-    secrets = [key.get_secret_value() for key in settings.secret_keys]
-    app.add_middleware(LoginStateMiddleware, sealer=Sealer(secrets, "login state"), https=settings.is_https)
-    # Outside the login state, which reads a cookie: two of one name are refused before anyone reads one.
-    app.add_middleware(DuplicateCookieGuard, templates=gateway.templates, public_url=settings.public_url)
-    app.add_middleware(ControlCharacterPaths)
-    app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url)
+    library = Library(settings, http=http)
+    app = FastAPI(title="gateway", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    library.install(app, security_headers="all")
     if not settings.trusted_proxies:  # inside the access log: its warning carries the request id
         app.add_middleware(UntrustedForwardedForWarning)
     app.add_middleware(AccessLogMiddleware)
-    app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
-    app.include_router(ops.router)
-    app.include_router(auth.router)
-    app.include_router(refresh.router)
-    app.include_router(logout.router)
-    app.include_router(provider_logout.router)
+    app.include_router(library.ops_router)
+    app.include_router(auth.root_router)
+    app.include_router(library.auth_router)
     app.include_router(check.router)
-    app.include_router(chat.router)
+    app.include_router(library.chat_router)
     return app

@@ -64,7 +64,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not is_loopback_host(args.host) and not args.unsafe_public:
         return _fail([f"--host {args.host}: the demo lets anyone sign in as anyone; "
                       "bind to 127.0.0.1, or add --unsafe-public if you really mean it"])
-    from gateway.demo import DEMO_CLIENT_ID, banner, demo_provider
+    try:
+        from gateway.demo import DEMO_CLIENT_ID, banner, demo_provider
+    except ModuleNotFoundError as exc:  # the embedded provider (and its Flask) is an extra
+        return _fail([f"gateway demo needs the embedded OpenID provider ({exc.name} is not installed): "
+                      "pip install 'oidc-gateway[demo]' (./dev demo installs it)"])
 
     try:
         sock = bind_socket(args.host, args.port)

@@ -24,14 +24,21 @@ def content_security_policy(public_url: str, form_targets: Sequence[str] = ()) -
     )
 
 
+def under(path: str, prefixes: Sequence[str]) -> bool:
+    """Whether `path` is one of `prefixes` or below one, by whole segments (/chat, not /chatter)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, public_url: str) -> None:
+    def __init__(self, app: ASGIApp, public_url: str, paths: Sequence[str] | None = None) -> None:
+        """`paths`: only answers under these (the gateway's own routes in an app of yours); None: all."""
         self.app = app
         self.csp = content_security_policy(public_url)
         self.https = urlsplit(public_url).scheme == "https"
+        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.paths is not None and not under(scope["path"], self.paths)):
             await self.app(scope, receive, send)
             return
 

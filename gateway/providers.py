@@ -8,12 +8,19 @@ import base64
 import logging
 import ssl
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote_plus
 
+import authlib.deprecate  # noqa: F401 - first: it puts an "always" filter for its own warnings in front
 import httpx
-from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+
+with warnings.catch_warnings():
+    # authlib warns on import that plain httpx is deprecated in favour of httpx2, which we keep out on
+    # purpose (respx cannot intercept it): an app importing gateway should not print that (gateway.cli).
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
 
 from gateway.config import ASYMMETRIC_ALGORITHMS, ProviderSettings, Settings
 from gateway.errors import ProviderUnavailable

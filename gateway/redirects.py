@@ -80,17 +80,17 @@ def _safe_absolute(value: str, decoded: str, allowed: Sequence[str]) -> bool:
     return host_allowed(parts.hostname, port, allowed)
 
 
-def safe_next(value: str | None, allowed_domains: Sequence[str] = ()) -> str:
-    """The redirect target for `value`, or /chat when it is anything but clearly ours (or allowed)."""
+def safe_next(value: str | None, allowed_domains: Sequence[str] = (), default: str = DEFAULT_NEXT) -> str:
+    """The redirect target for `value`, or `default` (/chat) when it is anything but clearly ours (or allowed)."""
     if not value or len(value) > 2048:
-        return DEFAULT_NEXT
+        return default
     decoded = _fully_decoded(value)
     if decoded is None:
-        return DEFAULT_NEXT
+        return default
     if value.startswith("/"):
         if _has_bad_characters(decoded) or not _safe_path(decoded):
-            return DEFAULT_NEXT
+            return default
         return quote(value, safe=_LOCATION_SAFE)
     if _safe_absolute(value, decoded, allowed_domains):
         return value
-    return DEFAULT_NEXT
+    return default

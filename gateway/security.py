@@ -12,6 +12,8 @@ from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 
 from gateway.authenticator import Credentials
+from gateway.chat.sign_ins import SignIn
+from gateway.cookies import TokenSession
 from gateway.errors import BadOrigin, CredentialError, CrossSiteRequest, InvalidRequest, MissingCredentials
 from gateway.tokens import Principal, check_token_syntax
 
@@ -23,6 +25,7 @@ K8S_TOKEN_PREFIX = "base64url.bearer.authorization.k8s.io."  # noqa: S105 - a pr
 # Sent by the chat page's fetch() with POST /auth/refresh. Another origin cannot add a header to a
 # request without a CORS preflight, which the gateway never grants; a form cannot add one at all.
 REFRESH_HEADER = "X-Gateway-Refresh"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # RFC 9110 §9.2.1 (TRACE is never served)
 
 def parse_authorization(value: str) -> str:
     """`Bearer <token68>` → the token; anything else → InvalidRequest (400)."""
@@ -89,10 +92,23 @@ def extract_credentials(conn: HTTPConnection, gateway: Gateway, sibling: bool = 
             return Credentials(token, "subprotocol")
     session = gateway.token_cookie.read(conn, sibling=sibling)
     if session is not None:
-        return Credentials(session.access_token, "cookie", session.provider, session.expires_at,
-                           session.auth_time + gateway.settings.session_max_age, session.session_id or None,
-                           session.sid or None)
+        return cookie_credentials(session, gateway.settings.session_max_age)
     return None
+
+
+def cookie_credentials(session: TokenSession, session_max_age: int) -> Credentials:
+    """The credentials a token cookie holds (read from a request, or handed over by a refresh)."""
+    return Credentials(session.access_token, "cookie", session.provider, session.expires_at,
+                       session.auth_time + session_max_age, session.session_id or None, session.sid or None)
+
+
+def sign_in_of(credentials: Credentials, session_max_age: int) -> SignIn | None:
+    """The browser sign-in behind a cookie socket (what a logout at the provider or a refresh reaches)."""
+    if credentials.source != "cookie" or not credentials.session_id or credentials.provider is None \
+            or credentials.session_ends is None:
+        return None
+    return SignIn(credentials.provider, credentials.session_id, credentials.sid or "",
+                  credentials.session_ends - session_max_age)
 
 
 async def identify(conn: HTTPConnection, gateway: Gateway, sibling: bool = False) -> Principal:
@@ -103,6 +119,13 @@ async def identify(conn: HTTPConnection, gateway: Gateway, sibling: bool = False
     if conn.scope["type"] == "websocket":
         # Cookies ride along on cross-site requests (CSWSH): with a cookie, Origin is mandatory.
         check_origin(conn.headers.get("origin"), gateway.allowed_origins, required=credentials.source == "cookie")
+    elif credentials.source == "cookie" and conn.scope["method"] not in SAFE_METHODS:
+        # A sibling host is the same site: SameSite lets its forms post our cookie. Browsers send Origin
+        # with every POST, so a cookie-borne one must carry ours (programs send a header token instead).
+        origin = conn.headers.get("origin")
+        if origin is None or origin.lower() not in gateway.allowed_origins:
+            raise CrossSiteRequest(f"a {conn.scope['method']} with the sign-in cookie must come from an allowed "
+                                   "Origin (GATEWAY_PUBLIC_URL, GATEWAY_ALLOWED_ORIGINS)")
     client = conn.client.host if conn.client else None
     principal = await gateway.authenticator.principal(credentials, client)
     conn.state.credentials = credentials  # an open socket re-checks them (gateway.chat.watch)

@@ -90,7 +90,6 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping
         host=host,
         port=port,
         ws=GatewayWebSocketProtocol,
-        ws_max_size=MAX_CLIENT_FRAME,
         ws_per_message_deflate=False,
         # ASGI apps cannot send pings themselves: uvicorn pings, and drops peers that stop answering.
         ws_ping_interval=ping_interval,
@@ -103,7 +102,7 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping
         server_header=False,
         log_config=None,
         log_level=log_level,
-        **extra,
+        **{"ws_max_size": MAX_CLIENT_FRAME, **extra},  # an app of yours may allow bigger client frames
     )
 
 

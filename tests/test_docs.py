@@ -140,7 +140,8 @@ def test_the_link_check_finds_what_is_broken(tmp_path: Path) -> None:
 def test_the_repository_names_no_outside_document() -> None:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     word = "CON" + "TRACT"  # spelt so that this file does not name it either
-    naming = [name for name in files if (ROOT / name).is_file() and not name.endswith(".png")
+    # The license's legal text says the word in its own sense ("IN AN ACTION OF ...").
+    naming = [name for name in files if (ROOT / name).is_file() and not name.endswith(".png") and name != "LICENSE"
               and word in (ROOT / name).read_text(encoding="utf-8", errors="replace")]
     assert naming == []
 

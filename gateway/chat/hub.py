@@ -98,6 +98,7 @@ class Hub:
         self.deliveries = 0
         # Control events for other parts of the gateway (the deny-list hears of logouts elsewhere).
         self.handlers: dict[str, Callable[[Event], None]] = {}
+        self.listeners: list[Callable[[Event], None]] = []  # hear sign-outs and refreshes too (gateway.live)
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -285,6 +286,8 @@ class Hub:
             handler(event)
             return
         if self._control(kind, event):
+            for listener in self.listeners:
+                listener(event)
             return
         room = event.get("room", "")
         if room not in self._rooms:

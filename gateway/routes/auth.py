@@ -32,13 +32,14 @@ from gateway.security import identify
 
 log = logging.getLogger("gateway.auth")
 router = APIRouter()
+root_router = APIRouter()  # `/`: the gateway's own app only (a library user's app has its own home page)
 
 # What a failed callback can raise besides OAuthError: transport errors, bad JSON, JOSE claim errors.
 CALLBACK_ERRORS = (AuthlibBaseError, JoseError, httpx.HTTPError, ProviderUnavailable, ValueError, KeyError,
                    TypeError)
 
 
-@router.get("/")
+@root_router.get("/")
 async def root() -> RedirectResponse:
     return RedirectResponse("/chat", status_code=303)
 
@@ -46,7 +47,7 @@ async def root() -> RedirectResponse:
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
     gateway = gateway_of(request)
-    target = quote(safe_next(next, gateway.settings.allowed_redirect_domains), safe="")
+    target = quote(safe_next(next, gateway.settings.allowed_redirect_domains, gateway.home), safe="")
     providers = [{"title": p.title, "href": f"/login/{p.name}?next={target}"} for p in gateway.providers]
     return render(request, "login.html", providers=providers)
 
@@ -64,7 +65,7 @@ async def login_start(request: Request, name: str, next: str | None = None) -> R
         return error_page(request, 503, "Provider unavailable",
                           f"{provider.title} cannot be reached right now. Try again in a moment.",
                           headers={"Retry-After": str(exc.retry_after)})
-    request.session["next"] = safe_next(next, gateway.settings.allowed_redirect_domains)
+    request.session["next"] = safe_next(next, gateway.settings.allowed_redirect_domains, gateway.home)
     response: Response = await provider.oauth.authorize_redirect(request, gateway.settings.redirect_uri(name))
     return response
 
@@ -90,7 +91,7 @@ async def callback(request: Request, name: str) -> Response:
             raise ValueError("the provider returned no access token")
         if provider.preset.discovery and "openid" in (provider.settings.scopes or []) and not token.get("userinfo"):
             raise ValueError("the provider returned no ID token")
-        target = request.session.pop("next", None) or "/chat"
+        target = request.session.pop("next", None) or gateway.home
         response = RedirectResponse(target, status_code=303)
         keep_tokens(gateway, request, response, token, _sign_in(name, token))
         refusal = await _check_new_token(request, name, token)

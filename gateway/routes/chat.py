@@ -17,7 +17,6 @@ from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_fr
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
 from gateway.chat.outbox import server_frame
-from gateway.chat.sign_ins import SignIn
 from gateway.chat.watch import NOT_ALLOWED, TOKEN_EXPIRED, SessionEnd, SessionWatch
 from gateway.errors import (
     CredentialError,
@@ -30,7 +29,7 @@ from gateway.errors import (
 from gateway.routes.logout import csrf_token
 from gateway.routes.pages import error_page, gateway_of, render
 from gateway.routes.refresh import sealed_session
-from gateway.security import CHAT_PROTOCOL, authenticate, current_principal, to_http_exception
+from gateway.security import CHAT_PROTOCOL, authenticate, current_principal, sign_in_of, to_http_exception
 from gateway.tokens import Principal
 
 log = logging.getLogger("gateway.chat")
@@ -129,7 +128,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=CHAT_PROTOCOL if CHAT_PROTOCOL in offered else None)
     member = hub.member(room, user)
     member.presence_changes = changes
-    member.sign_in = _sign_in(websocket.state.credentials, gateway.settings.session_max_age)
+    member.sign_in = sign_in_of(websocket.state.credentials, gateway.settings.session_max_age)
     direct = websocket.scope.get("extensions", {}).get("gateway.frame")
     try:
         await hub.join(member, after)
@@ -180,15 +179,6 @@ def _reader_done(task: asyncio.Task[None], member: Member) -> None:
         # A bug, not the client: say so in the log and to the client (1011), never drop it silently.
         log.error("chat socket in %s failed; closing it with 1011", member.room, exc_info=failure)
         member.outbox.close(1011, "server error; reconnect")
-
-
-def _sign_in(credentials: Credentials, session_max_age: int) -> SignIn | None:
-    """The browser sign-in behind a cookie socket (what a logout at the provider or a refresh reaches)."""
-    if credentials.source != "cookie" or not credentials.session_id or credentials.provider is None \
-            or credentials.session_ends is None:
-        return None
-    return SignIn(credentials.provider, credentials.session_id, credentials.sid or "",
-                  credentials.session_ends - session_max_age)
 
 
 def _watch(websocket: WebSocket, member: Member, principal: Principal) -> SessionWatch:
