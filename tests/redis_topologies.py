@@ -188,7 +188,8 @@ def cluster_set(primaries: int = 3, node_timeout_ms: int = 1500) -> Iterator[Clu
             ports = [cluster_port() for _ in range(primaries * 2)]
             for port in ports:
                 servers.start(_server_argv(servers, port, "--cluster-enabled", "yes", "--cluster-config-file",
-                                           "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms)), port)
+                                           "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
+                                           "--cluster-require-full-coverage", "no"), port)
             for port in ports:
                 until(lambda port=port: bool(client(port).ping()), f"cluster node {port}")  # type: ignore[misc]
             made = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from gateway.chat.history import StoreUnavailable
 from gateway.redis_connect import is_cluster
@@ -38,12 +38,14 @@ class ReplicatedWrites:
         if self.min_replicas == 0:
             return await script(keys=keys, args=args)
         for _attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # (ClusterPipeline blocks .evalsha)
-            where = {"target_nodes": self.client.get_node_from_key(keys[0])} if is_cluster(self.client) else {}
-            pipe.execute_command("WAIT", self.min_replicas, self.timeout_ms, **where)
             try:
-                answer, replicas = await pipe.execute()
+                if is_cluster(self.client):
+                    answer, replicas = await self._in_cluster(script, keys, args)
+                else:  # redis-py retries a whole pipeline on one connection: a retry is a resend, safe
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    pipe.execute_command("WAIT", self.min_replicas, self.timeout_ms)
+                    answer, replicas = await pipe.execute()
             except NoScriptError:  # a new primary (after a failover) has not seen the script yet
                 await self.client.script_load(script.script)
                 continue
@@ -52,6 +54,25 @@ class ReplicatedWrites:
                 raise ReplicasBehind(f"{replicas} of {self.min_replicas} Redis replicas confirmed in time")
             return answer
         raise StoreUnavailable("Redis keeps losing the publish script")
+
+    async def _in_cluster(self, script: AsyncScript, keys: list[str], args: list[Any]) -> tuple[Any, Any]:
+        """ClusterPipeline re-runs only the commands that failed (a WAIT that lost its connection would run
+        on a fresh one and count nothing) and follows MOVED one command at a time; so: no redirections, and
+        CLIENT ID on both sides to prove the script and its WAIT shared a connection."""
+        node = self.client.get_node_from_key(keys[0])
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("CLIENT ID", target_nodes=node)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # (ClusterPipeline blocks .evalsha)
+        pipe.execute_command("WAIT", self.min_replicas, self.timeout_ms, target_nodes=node)
+        pipe.execute_command("CLIENT ID", target_nodes=node)
+        try:
+            before, answer, replicas, after = await pipe.execute(allow_redirections=False)
+        except (MovedError, AskError, TryAgainError):
+            await self.client.exists(keys[0])  # a plain command follows MOVED and refreshes the slot map
+            raise StoreUnavailable("the room's slot moved; send again") from None
+        if before != after:
+            raise StoreUnavailable("the Redis connection changed between the message and its WAIT")
+        return answer, replicas
 
     def _warn(self, replicas: int) -> None:
         now = time.monotonic()
