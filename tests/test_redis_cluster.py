@@ -195,3 +195,28 @@ async def test_a_primary_killed_under_load_loses_no_acked_message(cluster: Clust
     print(f"\ncluster failover: {len(acked)} acked, 0 lost, 0 twice; the killed shard refused {len(on_victim)} "
           f"sends over {window:.1f} s (replica promoted {promoted[0] - kill_time[0]:.1f} s after the kill); "
           f"other shards refused {elsewhere}; run {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.anyio
+async def test_logouts_and_replayed_jtis_are_shared_across_the_shards(hubs: Callable[..., Any]) -> None:
+    from gateway.cache import DenyList
+    from gateway.shared import RedisShared
+
+    prefix = PREFIX + "shared:"
+    a, b = await hubs(prefix=prefix), await hubs(prefix=prefix)
+    heard: list[dict[str, Any]] = []
+    b.handlers["_deny"] = heard.append  # control notices travel on their own sharded channel
+    on_a = RedisShared(a.broker.redis, prefix, a.broker.announce)
+    until_then = time.time() + 60
+    for i in range(30):  # keys land on every shard; a later instance must find them all
+        await on_a.deny(f"token-{i}", until_then)
+    loaded = DenyList()
+    await RedisShared(b.broker.redis, prefix, b.broker.announce).load_denied(loaded)
+    assert len(loaded) == 30
+    for _ in range(100):
+        if len(heard) == 30:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(e["key"] for e in heard) == sorted(f"token-{i}" for i in range(30))
+    assert await on_a.claim("jti-1", until_then) is True
+    assert await RedisShared(b.broker.redis, prefix, b.broker.announce).claim("jti-1", until_then) is False
