@@ -49,5 +49,10 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
     return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **auth, **common)
 
 
+def decoded(value: Any) -> str:
+    """A reply's bytes as text (clients are made without decode_responses: stream fields stay bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)

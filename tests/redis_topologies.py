@@ -179,13 +179,13 @@ class ClusterSet:
 
 
 @contextmanager
-def cluster_set(primaries: int = 3, node_timeout_ms: int = 1500) -> Iterator[ClusterSet]:
-    """`primaries` primaries with one replica each, made by `redis-cli --cluster create`."""
+def cluster_set(primaries: int = 3, node_timeout_ms: int = 1500, replicas: int = 1) -> Iterator[ClusterSet]:
+    """`primaries` primaries with `replicas` replicas each, made by `redis-cli --cluster create`."""
     cli = binary("redis-cli", "redis-tools")
     with tempfile.TemporaryDirectory(prefix="gateway-cluster-") as directory:
         servers = Servers(Path(directory))
         try:
-            ports = [cluster_port() for _ in range(primaries * 2)]
+            ports = [cluster_port() for _ in range(primaries * (1 + replicas))]
             for port in ports:
                 servers.start(_server_argv(servers, port, "--cluster-enabled", "yes", "--cluster-config-file",
                                            "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
@@ -193,7 +193,8 @@ def cluster_set(primaries: int = 3, node_timeout_ms: int = 1500) -> Iterator[Clu
             for port in ports:
                 until(lambda port=port: bool(client(port).ping()), f"cluster node {port}")  # type: ignore[misc]
             made = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                                   "--cluster-replicas", "1", "--cluster-yes"], capture_output=True, check=False)
+                                   "--cluster-replicas", str(replicas), "--cluster-yes"],
+                                  capture_output=True, check=False)
             if made.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]!r}")
             cluster = ClusterSet(servers, ports)

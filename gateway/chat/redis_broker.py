@@ -32,14 +32,12 @@ from gateway.chat.redis_keys import RoomKeys
 from gateway.chat.redis_replicas import ReplicatedWrites
 from gateway.chat.redis_scripts import CLAIM_ROOM, ENTER, EXIT, PUBLISH, PUBLISH_IN_ROOM
 from gateway.chat.redis_shards import ShardedReader
-from gateway.redis_connect import REDIS_ERRORS, connect
+from gateway.chat.redis_streams import StreamReader
+from gateway.redis_connect import REDIS_ERRORS, connect, decoded
 from gateway.redis_url import parse_redis_url
 
 log = logging.getLogger("gateway.redis")
 
-
-def _decode(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisBroker:
@@ -77,6 +75,8 @@ class RedisBroker:
         self._wake = asyncio.Event()
         self.connected = False
         self._shards = ShardedReader(self.redis, self.keys, self._positions, self._entry, self._event)
+        self._streams = StreamReader(self._reader, self.keys, self._rooms, self._positions, self._wake, block_ms,
+                                     self._entry, self._event)
 
     # --- keys ---------------------------------------------------------------------------------------
 
@@ -103,9 +103,7 @@ class RedisBroker:
             if self.cluster:
                 self._tasks = await self._shards.start()
             else:
-                pubsub = await self._subscribe()
-                self._tasks = [asyncio.create_task(self._read_streams(), name="redis-streams"),
-                               asyncio.create_task(self._read_events(pubsub), name="redis-events")]
+                self._tasks = await self._streams.start()
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot subscribe at GATEWAY_BROKER_URL: {exc}") from None
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="redis-presence"))
@@ -136,7 +134,7 @@ class RedisBroker:
 
     def _message(self, room: str, entry_id: bytes | str, fields: dict[Any, Any]) -> dict[str, Any]:
         body = json.loads(fields.get(b"m") or fields.get("m") or "{}")
-        message_id = _decode(entry_id)
+        message_id = decoded(entry_id)
         message: dict[str, Any] = {"type": "message", "id": message_id, "room": room, "user": body["user"],
                                    "text": body["text"], "ts": int(message_id.split("-")[0])}
         if body.get("client_id") is not None:
@@ -160,7 +158,7 @@ class RedisBroker:
             fresh, message_id = await self._writes.run(self._publish, keys, [
                 self.history_limit, body, self.dedupe_ttl, "1" if client_id is not None else "0", *args])
             self._refuse_over_limits((fresh, message_id))
-            message_id = _decode(message_id)
+            message_id = decoded(message_id)
             if fresh:
                 return Stored({"type": "message", "id": message_id, "room": room, "user": user, "text": text,
                                "ts": int(message_id.split("-")[0]),
@@ -210,35 +208,10 @@ class RedisBroker:
             return None
         if info["entries-added"] <= info["length"] or not info.get("first-entry"):
             return None
-        return parse_id(_decode(info["first-entry"][0]))
-
-    async def _read_streams(self) -> None:
-        """One XREAD loop for all rooms with local sockets; new rooms are picked up within block_ms."""
-        failures = 0
-        while True:
-            streams = {self._stream(room): self._positions.get(self._stream(room), "$") for room in self._rooms}
-            if not streams:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                answer = await self._reader.xread(streams, block=self.block_ms)
-                failures = 0
-                self.connected = True
-            except asyncio.CancelledError:
-                raise
-            except REDIS_ERRORS as exc:
-                failures += 1
-                self.connected = False
-                log.warning("Redis stream read failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
-                continue
-            for stream_key, entries in answer or []:
-                for entry_id, fields in entries:
-                    self._entry(_decode(stream_key), entry_id, fields)
+        return parse_id(decoded(info["first-entry"][0]))
 
     def _entry(self, key: str, entry_id: Any, fields: dict[Any, Any]) -> None:
-        self._positions[key] = _decode(entry_id)
+        self._positions[key] = decoded(entry_id)
         try:
             self._deliver(self._message(self.keys.room_of(key), entry_id, fields))
         except (ValueError, KeyError, TypeError):
@@ -246,43 +219,6 @@ class RedisBroker:
 
     def _event(self, event: Event) -> None:
         self._deliver(event)
-
-    async def _subscribe(self) -> Any:
-        pubsub = self._reader.pubsub()
-        await pubsub.subscribe(self._events)
-        return pubsub
-
-    async def _read_events(self, pubsub: Any) -> None:
-        """Listen on the events channel; subscribed before start() returns, so nothing announced after
-        that is missed (and after a lost connection, resubscribe with backoff)."""
-        failures = 0
-        while True:
-            try:
-                if pubsub is None:
-                    pubsub = await self._subscribe()
-                failures = 0
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    try:
-                        event = json.loads(message["data"])
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict):
-                        self._deliver(event)
-            except asyncio.CancelledError:
-                raise
-            except REDIS_ERRORS as exc:
-                failures += 1
-                log.warning("Redis event subscription lost (%s); resubscribing", type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
-            finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except REDIS_ERRORS:
-                        pass
-                    pubsub = None
 
     async def announce(self, event: Event) -> None:
         """Tell every instance (their hubs' `deliver`)."""
@@ -311,7 +247,7 @@ class RedisBroker:
                 last = await self.redis.xrevrange(stream, "+", "-", count=1)
             except REDIS_ERRORS as exc:
                 raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
-            self._positions.setdefault(stream, _decode(last[0][0]) if last else "0-0")
+            self._positions.setdefault(stream, decoded(last[0][0]) if last else "0-0")
             if self.cluster:
                 await self._shards.watch(room)
         self._rooms[room] = self._rooms.get(room, 0) + 1
@@ -331,11 +267,11 @@ class RedisBroker:
     async def present(self, room: str) -> list[dict[str, str]]:
         try:
             members = await self.redis.zrangebyscore(self._presence(room), self._clock(), "+inf")
-            ids = sorted({_decode(m).split(" ", 1)[0] for m in members})
+            ids = sorted({decoded(m).split(" ", 1)[0] for m in members})
             names = await self.redis.hmget(self.keys.names, ids) if ids else []
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
-        return [{"id": i, "name": _decode(n) if n else i} for i, n in zip(ids, names, strict=True)]
+        return [{"id": i, "name": decoded(n) if n else i} for i, n in zip(ids, names, strict=True)]
 
     async def exit(self, room: str, user: dict[str, str], connection: str) -> None:
         member = f"{user['id']} {self.instance}:{connection}"
@@ -380,13 +316,13 @@ class RedisBroker:
         for room in rooms:
             key = self._presence(room)
             for raw in await self.redis.zrangebyscore(key, "-inf", now):
-                member = _decode(raw)
+                member = decoded(raw)
                 user_id = member.split(" ", 1)[0]
                 last = await self._exit(keys=[key], args=[user_id, member, now])
                 if last:
                     name = await self.redis.hget(self.keys.names, user_id)
                     await self._announce({"type": "leave", "room": room,
-                                          "user": {"id": user_id, "name": _decode(name) if name else user_id}})
+                                          "user": {"id": user_id, "name": decoded(name) if name else user_id}})
 
     # --- control --------------------------------------------------------------------------------------
 

@@ -23,15 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.chat.redis_keys import RoomKeys
-from gateway.redis_connect import REDIS_ERRORS
+from gateway.redis_connect import REDIS_ERRORS, decoded
 
 log = logging.getLogger("gateway.redis")
 FULL_READ_EVERY = 1.0  # seconds
 BATCH = 500  # entries per room and read
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class ShardedReader:
@@ -49,7 +46,6 @@ class ShardedReader:
         self._pubsub: Any = None
         self._listeners: dict[str, asyncio.Task[None]] = {}
         self._last_full = 0.0
-        self.connected = False
 
     async def start(self) -> list[asyncio.Task[None]]:
         """Subscribed to the control channel before this returns (nothing announced later is missed)."""
@@ -89,7 +85,6 @@ class ShardedReader:
         self._pubsub = pubsub
         await pubsub.ssubscribe(self.keys.events, *(self.keys.room_events(room) for room in sorted(self.rooms)))
         self._listen_all()
-        self.connected = True
 
     def _listen_all(self) -> None:
         """One listener per shard holding our channels (redis-py keeps one pub/sub connection per node)."""
@@ -109,10 +104,10 @@ class ShardedReader:
                 self._fail(exc)
                 return
             if message and message.get("type") in ("smessage", b"smessage"):
-                self._heard(_text(message["channel"]), message["data"])
+                self._heard(decoded(message["channel"]), message["data"])
 
     def _heard(self, channel: str, data: Any) -> None:
-        text = _text(data)
+        text = decoded(data)
         if not text.startswith("{"):  # a new id in the room
             self.mark(channel.removeprefix(f"{self.keys.prefix}events:")[1:-1])
             return
@@ -126,7 +121,6 @@ class ShardedReader:
     def _fail(self, exc: BaseException) -> None:
         if not self._broken.is_set():
             log.warning("Redis Cluster subscription lost (%s); subscribing again", type(exc).__name__)
-        self.connected = False
         self._broken.set()
 
     async def _close(self) -> None:
@@ -193,14 +187,18 @@ class ShardedReader:
             await asyncio.sleep(0.2)
             self._woken.set()
             return
+        failed = False
         for room, answer in zip(asked, answers, strict=True):
-            if isinstance(answer, Exception):
+            if isinstance(answer, Exception):  # that room's shard is failing over: again shortly
                 self._marked.add(room)
+                failed = True
                 continue
             for stream_key, entries in answer or []:
                 for entry_id, fields in entries:
-                    self._on_entry(_text(stream_key), entry_id, fields)
+                    self._on_entry(decoded(stream_key), entry_id, fields)
                 if len(entries) >= BATCH:
                     self._marked.add(room)
+        if failed:
+            await asyncio.sleep(0.2)
         if self._marked:
             self._woken.set()
