@@ -94,14 +94,14 @@ def redis_problem(settings: Settings) -> str | None:
         return None
     import asyncio
 
-    from gateway.redis_connect import REDIS_ERRORS, connect
+    from gateway.redis_connect import REDIS_ERRORS, close, connect
 
     async def ping() -> None:  # through Sentinel or the cluster's nodes as the gateway will
         client = connect(settings.broker_url, socket_timeout=3)
         try:
             await client.ping()
         finally:
-            await client.aclose()
+            await close(client)
 
     try:
         asyncio.run(ping())

@@ -49,6 +49,13 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
     return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **auth, **common)
 
 
+async def close(client: Any) -> None:
+    """Close a client from `connect`, and with Sentinel the connections to the Sentinels themselves."""
+    await client.aclose()
+    for sentinel in getattr(getattr(client.connection_pool, "sentinel_manager", None), "sentinels", ()):
+        await sentinel.aclose()
+
+
 def decoded(value: Any) -> str:
     """A reply's bytes as text (clients are made without decode_responses: stream fields stay bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)

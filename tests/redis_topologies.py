@@ -98,8 +98,16 @@ def client(port: int) -> redis.Redis:
 def _server_argv(servers: Servers, port: int, *extra: str) -> list[str]:
     home = servers.directory / str(port)
     home.mkdir()
+    # No 5 s pause before a replica's first sync (Redis's default, to batch replicas): a replica is in step
+    # as soon as it is up.
     return [binary("redis-server", "redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(home),
-            "--save", "", "--appendonly", "no", "--logfile", str(home / "redis.log"), *extra]
+            "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+            "--logfile", str(home / "redis.log"), *extra]
+
+
+def in_step(port: int) -> bool:
+    """A replica whose link to its primary is up (its first sync done)."""
+    return client(port).info("replication").get("master_link_status") == "up"
 
 
 @dataclass
@@ -130,7 +138,7 @@ def sentinel_set(replicas: int = 2, down_after_ms: int = 1000) -> Iterator[Senti
             ports = [free_port() for _ in range(replicas)]
             for port in ports:
                 servers.start(_server_argv(servers, port, "--replicaof", "127.0.0.1", str(primary)), port)
-            until(lambda: client(primary).info("replication")["connected_slaves"] == replicas, "the replicas")
+            until(lambda: all(in_step(port) for port in ports), "the replicas' first sync")
             watchers = [free_port() for _ in range(3)]
             for port in watchers:
                 home = servers.directory / str(port)
@@ -200,6 +208,7 @@ def cluster_set(primaries: int = 3, node_timeout_ms: int = 1500, replicas: int =
             cluster = ClusterSet(servers, ports)
             until(cluster.healthy, "cluster_state:ok on every node", 30)
             until(lambda: len(cluster.primaries()) == primaries, "the slot map")
+            until(lambda: all(in_step(p) for p in ports if p not in cluster.primaries()), "the replicas' first sync")
             yield cluster
         finally:
             servers.stop()

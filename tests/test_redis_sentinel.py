@@ -144,3 +144,37 @@ async def run_and_fail_over(gateways: Gateways, redis_set: Any, a: str, b: str) 
           f"longest stretch without an ack {gap:.1f} s (first ack after the kill at {min(after, default=0):.1f} s); "
           f"/readyz 503 for {unready_seconds(readiness['a']):.1f} s (a), {unready_seconds(readiness['b']):.1f} s (b); "
           f"run {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.anyio
+async def test_the_shared_cache_and_deny_list_follow_a_failover(redis_prefix: str) -> None:
+    from gateway.cache import DenyList, Entry
+    from gateway.chat.redis_broker import RedisBroker
+    from gateway.shared import RedisShared
+    from gateway.tokens import Principal
+
+    with sentinel_set(replicas=1, down_after_ms=1000) as redis_set:
+        broker = RedisBroker(redis_set.url, redis_prefix)
+        await broker.start(lambda event: None)
+        try:
+            shared = RedisShared(broker.redis, redis_prefix, broker.announce)
+            until_then = time.time() + 60
+            await shared.deny("before", until_then)
+            await asyncio.sleep(0.3)  # replicated (asynchronously) before the primary dies
+            redis_set.servers.kill(redis_set.primary)
+            assert await broker.healthy() is False
+            await asyncio.to_thread(until, lambda: redis_set.primary_now() != redis_set.primary, "a new primary")
+            for _ in range(100):
+                if await broker.healthy():
+                    break
+                await asyncio.sleep(0.1)
+            await shared.deny("after", until_then)  # the same client, now talking to the promoted replica
+            principal = Principal(subject="s", name="n", provider="demo")
+            await shared.keep("token", Entry(principal, None, until_then))
+            fetched = await shared.fetch("token")
+            assert fetched is not None and fetched.principal is not None and fetched.principal.subject == "s"
+            loaded = DenyList()
+            await shared.load_denied(loaded)
+            assert len(loaded) == 2
+        finally:
+            await broker.stop()

@@ -33,7 +33,7 @@ from gateway.chat.redis_replicas import ReplicatedWrites
 from gateway.chat.redis_scripts import CLAIM_ROOM, ENTER, EXIT, PUBLISH, PUBLISH_IN_ROOM
 from gateway.chat.redis_shards import ShardedReader
 from gateway.chat.redis_streams import StreamReader
-from gateway.redis_connect import REDIS_ERRORS, connect, decoded
+from gateway.redis_connect import REDIS_ERRORS, close, connect, decoded
 from gateway.redis_url import parse_redis_url
 
 log = logging.getLogger("gateway.redis")
@@ -118,9 +118,9 @@ class RedisBroker:
                 await self.exit(room, user, member.removeprefix(f"{user['id']} {self.instance}:"))
             except StoreUnavailable:
                 break
-        await self.redis.aclose()
+        await close(self.redis)
         if self._reader is not self.redis:
-            await self._reader.aclose()
+            await close(self._reader)
 
     async def healthy(self) -> bool:
         try:
