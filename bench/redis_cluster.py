@@ -19,11 +19,14 @@ from bench.fanout import HEADERS, Room, Target, burst, compare, p99
 from bench.fanout import row as table_row
 
 
-async def message_rate(label: str, ports: list[int], users: list[list[tuple[str, str]]], args: argparse.Namespace,
+async def message_rate(label: str, ports: list[int], args: argparse.Namespace,
                        servers: list[common.Proc]) -> list[object]:
     rooms = [Room(args.per_room, args.room_messages * args.rounds) for _ in range(args.rooms)]
     gate = asyncio.Semaphore(50)
     for index, room in enumerate(rooms):
+        # Users of their own per room and set-up: a client_id is (user, client_id) with one Redis, so the
+        # senders must not reuse the fan-out's ids ("b0", "b1", …) or each other's.
+        users = [common.bearer(f"rate-{label.split()[0]}-{index}-{k}") for k in range(args.per_room)]
         await room.join(ports, f"/ws/{label.split()[0]}-rate-{index}", users, 3, gate, settle=0.2)
     rates, windows = [], []
     for round_ in range(args.rounds):
@@ -63,8 +66,8 @@ async def measure(args: argparse.Namespace, stack: common.Stack, single_url: str
     print(f"fan-out: {args.clients:,} clients in one room, half on each of two instances, {args.messages} messages "
           f"per phase, {args.rounds} rounds in turns (median shown)")
     common.table(rows, HEADERS)
-    rate_rows = [await message_rate("one Redis", [p.port for p in one], users, args, one),
-                 await message_rate("3-shard cluster", [p.port for p in many], users, args, many)]
+    rate_rows = [await message_rate("one Redis", [p.port for p in one], args, one),
+                 await message_rate("3-shard cluster", [p.port for p in many], args, many)]
     print(f"\nmessage rate: {args.rooms} rooms × {args.per_room} clients (half on each instance), every room's "
           f"sender bursting {args.room_messages} at once, {args.rounds} rounds (median shown); the cluster's "
           f"slots: {sorted(shards.values())}")

@@ -22,6 +22,7 @@ from gateway.redis_url import RedisTarget, parse_redis_url
 # (a slot not covered while a shard fails over), and the socket's.
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 SENTINEL_TIMEOUT = 1.0  # seconds: a Sentinel that does not answer is skipped for the next
+MAX_CONNECTIONS = 512  # per pool (twice that per node in a cluster and with Sentinel)
 
 
 def _retry() -> Retry:
@@ -38,8 +39,12 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
     common: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
                               "health_check_interval": health_check_interval, "retry": _retry()}
     if target.kind == "single":
-        return redis.Redis.from_url(target.url, **common)
+        # A burst (500 sockets closing at once) waits for a connection instead of failing: redis-py's
+        # plain pool raises "Too many connections" beyond 100 and their leaves were lost.
+        return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            target.url, max_connections=MAX_CONNECTIONS, timeout=5, **common))
     auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.tls}
+    common["max_connections"] = 2 * MAX_CONNECTIONS  # redis-py has no waiting pool for these two
     if target.kind == "sentinel":
         sentinels = Sentinel(list(target.hosts), sentinel_kwargs={  # type: ignore[no-untyped-call]
             "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT})
@@ -52,7 +57,8 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
 async def close(client: Any) -> None:
     """Close a client from `connect`, and with Sentinel the connections to the Sentinels themselves."""
     await client.aclose()
-    for sentinel in getattr(getattr(client.connection_pool, "sentinel_manager", None), "sentinels", ()):
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
         await sentinel.aclose()
 
 
