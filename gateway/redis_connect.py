@@ -41,7 +41,7 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
     if target.kind == "single":
         # A burst (500 sockets closing at once) waits for a connection instead of failing: redis-py's
         # plain pool raises "Too many connections" beyond 100 and their leaves were lost.
-        return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(  # from_pool: closed with the client
             target.url, max_connections=MAX_CONNECTIONS, timeout=5, **common))
     auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.tls}
     common["max_connections"] = 2 * MAX_CONNECTIONS  # redis-py has no waiting pool for these two

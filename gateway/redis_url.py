@@ -18,8 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 SENTINEL_FORM = "redis+sentinel://host1:26379,host2:26379/<service name>[/<db>]"
 CLUSTER_FORM = "redis+cluster://host1:7000,host2:7001"
-SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
+SERVICE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_HOST_PORT = re.compile(r"\A(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?\Z")
 
 Kind = Literal["single", "sentinel", "cluster"]
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
