@@ -6,7 +6,6 @@ message is in history exactly once on both instances, presence holds everyone st
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from pathlib import Path
@@ -63,9 +62,8 @@ async def run_and_fail_over(gateways: Gateways, redis_set: Any, a: str, b: str) 
     tokens = await asyncio.gather(*(asyncio.to_thread(gateways.token, f"user{i % USERS}") for i in range(CLIENTS)))
     acked: dict[str, str] = {}
     refused: list[float] = []
-    everyone_acked, audited = asyncio.Event(), asyncio.Event()
+    everyone_acked, audited, third_acked = asyncio.Event(), asyncio.Event(), asyncio.Event()
     killed: list[float] = []
-    ack_times: list[float] = []
     readiness: dict[str, list[tuple[float, int]]] = {"a": [], "b": []}
     stop_watching = asyncio.Event()
     watchers = [asyncio.create_task(watch_readiness(url, readiness[name], stop_watching))
@@ -95,11 +93,9 @@ async def run_and_fail_over(gateways: Gateways, redis_set: Any, a: str, b: str) 
                             continue
                         if frame["type"] == "ack":
                             acked[frame["client_id"]] = frame["id"]
-                            ack_times.append(time.monotonic())
                             unacked.pop(frame["client_id"], None)
-                            if index == 0 and len(acked) >= CLIENTS * PER_CLIENT // 3 and not killed:
-                                redis_set.servers.kill(redis_set.primary_now())  # mid-run
-                                killed.append(time.monotonic())
+                            if len(acked) >= CLIENTS * PER_CLIENT // 3:
+                                third_acked.set()
                             if len(acked) == CLIENTS * PER_CLIENT:
                                 everyone_acked.set()
                         elif frame["type"] == "error":
@@ -109,9 +105,18 @@ async def run_and_fail_over(gateways: Gateways, redis_set: Any, a: str, b: str) 
             except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError):
                 await asyncio.sleep(0.2)  # reconnect and resend
 
+    async def kill_mid_run() -> None:
+        await third_acked.wait()
+        redis_set.servers.kill(redis_set.primary_now())  # a third acked, the rest in flight or unsent
+        killed.append(time.monotonic())
+        acked_at_kill.append(len(acked))
+
+    acked_at_kill: list[int] = []
     started = time.monotonic()
     clients = [asyncio.create_task(chat(i)) for i in range(CLIENTS)]
+    killer = asyncio.create_task(kill_mid_run())
     await asyncio.wait_for(everyone_acked.wait(), 90)
+    await killer
     old = redis_set.primary
     await asyncio.to_thread(until, lambda: redis_set.primary_now() != old, "Sentinel to name a new primary")
 
@@ -136,13 +141,11 @@ async def run_and_fail_over(gateways: Gateways, redis_set: Any, a: str, b: str) 
     for name, seen in readiness.items():
         assert any(status == 503 for _t, status in seen), f"{name}: /readyz never said 503"
         assert seen[-1][1] == 200, f"{name}: /readyz did not come back"
-    kill = killed[0]
-    after = [t - kill for t in ack_times if t > kill]
-    gap = max((b - a for a, b in itertools.pairwise(sorted(ack_times))), default=0.0)
-    print(f"\nsentinel failover: {len(acked)} acked, 0 lost, 0 twice; {len(refused)} store_unavailable from "
-          f"{min(refused, default=kill) - kill:.1f} to {max(refused, default=kill) - kill:.1f} s after the kill; "
-          f"longest stretch without an ack {gap:.1f} s (first ack after the kill at {min(after, default=0):.1f} s); "
-          f"/readyz 503 for {unready_seconds(readiness['a']):.1f} s (a), {unready_seconds(readiness['b']):.1f} s (b); "
+    # (Client-side times say little here: each client reads 600 broadcasts, so its acks arrive late. The
+    # /readyz probes, on their own connections, time the outage.)
+    print(f"\nsentinel failover: {len(acked)} acked ({acked_at_kill[0]} when the primary was killed), 0 lost, "
+          f"0 twice; {len(refused)} store_unavailable answers (resent); /readyz 503 for "
+          f"{unready_seconds(readiness['a']):.1f} s (a), {unready_seconds(readiness['b']):.1f} s (b); "
           f"run {time.monotonic() - started:.1f} s")
 
 
