@@ -6,6 +6,7 @@
   memory          RSS per idle authenticated connection at 1,000 and 5,000 (compression off and on)
   scale           10,000 authenticated connections held 60 s with pings: held, dropped, RSS
   redis           fan-out over two instances with the Redis broker vs. one with the embedded broker
+  cluster         two instances over a three-shard Redis Cluster vs. over one Redis: fan-out, rate over 30 rooms
   storm           5,000 clients in 10 rooms dropped at once (close, restart), all reconnecting: vs. bare
   resume          one user's resume storm (3,000 messages of 2,000 characters) vs. another user's p99
   soak            1,000 chatting clients, 5 % reconnecting each minute, 10 minutes (--minutes)
@@ -22,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-NAMES = ("handshake", "provider_calls", "fanout", "memory", "scale", "redis", "storm", "resume", "soak", "options",
-         "loops")
-MODULES = {"redis": "redis_fanout"}  # a module named redis would shadow the client library
+NAMES = ("handshake", "provider_calls", "fanout", "memory", "scale", "redis", "cluster", "storm", "resume", "soak",
+         "options", "loops")
+MODULES = {"redis": "redis_fanout", "cluster": "redis_cluster"}  # a module named redis would shadow the client library
 
 
 def main(argv: list[str]) -> int:

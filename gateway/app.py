@@ -67,13 +67,15 @@ class Gateway:
 
 
 def make_broker(settings: Settings) -> Broker:
-    """memory:// keeps presence here and history in SQLite; redis://… shares both between instances."""
+    """memory:// keeps presence here and history in SQLite; a Redis URL (one Redis, Sentinel or Cluster:
+    gateway.redis_url) shares both between instances."""
     quota = HistoryQuota(settings.history_max_rooms, settings.history_rooms_per_user, settings.history_max_bytes)
     if settings.uses_redis:
         from gateway.chat.redis_broker import RedisBroker  # redis-py is imported only when it is used
 
         return RedisBroker(settings.broker_url, settings.redis_prefix, settings.history_limit,
-                           settings.presence_ttl, quota=quota)
+                           settings.presence_ttl, quota=quota, min_replicas=settings.redis_min_replicas,
+                           replica_timeout=settings.redis_replica_timeout)
     return MemoryBroker(SqliteHistory(settings.history_path, settings.history_limit, quota=quota))
 
 

@@ -96,16 +96,21 @@ def redis_problem(settings: Settings) -> str | None:
     """A line naming GATEWAY_BROKER_URL when Redis cannot be reached (checked before serving)."""
     if not settings.uses_redis:
         return None
-    import redis
-    from redis.exceptions import RedisError
+    import asyncio
 
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=3)
+    from gateway.redis_connect import REDIS_ERRORS, close, connect
+
+    async def ping() -> None:  # through Sentinel or the cluster's nodes as the gateway will
+        client = connect(settings.broker_url, socket_timeout=3)
+        try:
+            await client.ping()
+        finally:
+            await close(client)
+
     try:
-        client.ping()
-    except (RedisError, OSError) as exc:
+        asyncio.run(ping())
+    except REDIS_ERRORS as exc:
         return f"GATEWAY_BROKER_URL: cannot reach Redis at {masked_url(settings.broker_url)} ({exc}); is it running?"
-    finally:
-        client.close()
     return None
 
 

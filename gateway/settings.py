@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.access import ROOM_NAME, email_domain, room_key
 from gateway.provider_settings import PROVIDER_NAME, CommaList, ProviderSettings, comma_list
+from gateway.redis_url import CLUSTER_FORM, SENTINEL_FORM, RedisUrlError, parse_redis_url
+from gateway.redis_url import SCHEMES as REDIS_SCHEMES
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME = re.compile(rf"\A(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     trusted_proxies: CommaList = Field(default_factory=list)
     redis_prefix: str = Field(default="gateway:", min_length=1, max_length=64)
+    redis_min_replicas: int = Field(default=0, ge=0, le=16)
+    redis_replica_timeout: float = Field(default=1.0, gt=0, le=30)
     presence_ttl: float = Field(default=30.0, ge=3)
     history_path: Path = Path("gateway-history.sqlite3")
     log_format: Literal["text", "json"] = "text"
@@ -255,10 +259,31 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_available(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if value == "memory://" or (parts.scheme in ("redis", "rediss", "unix") and (parts.hostname or parts.path)):
+        if value == "memory://":
             return value
-        raise ValueError("use memory:// (one process) or redis://host:6379/0 (several instances)")
+        if value.partition("://")[0].lower() not in REDIS_SCHEMES:
+            raise ValueError(f"use memory:// (one process), redis://host:6379/0, {SENTINEL_FORM} or {CLUSTER_FORM}")
+        try:
+            parse_redis_url(value)
+        except RedisUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_without_tag(cls, value: str, info: ValidationInfo) -> str:
+        if ("{" in value or "}" in value) and str(info.data.get("broker_url", "")).startswith(("redis+cluster",
+                                                                                            "rediss+cluster")):
+            raise ValueError("must not hold '{' or '}' with a Redis Cluster: each room's keys carry the room as "
+                             "their hash tag, and a tag in the prefix would put every room on one shard")
+        return value
+
+    @field_validator("redis_min_replicas")
+    @classmethod
+    def _replicas_need_redis(cls, value: int, info: ValidationInfo) -> int:
+        if value and info.data.get("broker_url", "memory://") == "memory://":
+            raise ValueError("counts Redis replicas: set GATEWAY_BROKER_URL to a Redis (or leave this at 0)")
+        return value
 
     @property
     def is_https(self) -> bool:

@@ -9,13 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from gateway.cache import DenyList, Entry
 from gateway.errors import Forbidden, InsufficientScope, InvalidToken
+from gateway.redis_connect import REDIS_ERRORS
 from gateway.tokens import Principal
 
 log = logging.getLogger("gateway.redis")
+LOAD_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError)
 
 ERRORS: dict[str, type[InvalidToken] | type[Forbidden]] = {
     "invalid_token": InvalidToken, "forbidden": Forbidden, "insufficient_scope": InsufficientScope,
@@ -36,7 +36,7 @@ class RedisShared:
     async def fetch(self, key: str) -> Entry | None:
         try:
             raw = await self.redis.get(self._key("auth", key))
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return None
         if raw is None:
             return None
@@ -60,7 +60,7 @@ class RedisShared:
             data = {"error": error.code, "detail": error.detail, "until": entry.until}
         try:
             await self.redis.set(self._key("auth", key), json.dumps(data), px=ttl_ms)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             log.warning("could not share a validation answer in Redis; instances will ask the provider")
 
     async def deny(self, token_key: str, until: float) -> None:
@@ -70,7 +70,7 @@ class RedisShared:
         try:
             await self.redis.set(self._key("deny", token_key), str(until), px=ttl_ms)
             await self._announce({"type": "_deny", "key": token_key, "until": until})
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             log.error("could not share a logout with the other instances: Redis unreachable")
 
     async def claim(self, key: str, until: float) -> bool | None:
@@ -78,7 +78,7 @@ class RedisShared:
         ttl_ms = max(1, int((until - self._clock()) * 1000))
         try:
             return bool(await self.redis.set(self._key("jti", key), "1", px=ttl_ms, nx=True))
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return None
 
     async def load_denied(self, denied: DenyList) -> None:
@@ -89,5 +89,5 @@ class RedisShared:
                 until = await self.redis.get(key)
                 if until is not None:
                     denied.remember(key.rsplit(":", 1)[1], float(until))
-        except (RedisError, OSError, ValueError):
+        except LOAD_ERRORS:
             log.warning("could not load the shared deny-list from Redis")

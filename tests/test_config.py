@@ -315,6 +315,33 @@ def test_redis_broker_accepted(tmp_path: Path) -> None:
     assert settings.uses_redis and settings.redis_prefix == "gateway:"
 
 
+def test_sentinel_and_cluster_urls_accepted(tmp_path: Path) -> None:
+    for url in ("redis+sentinel://s1:26379,s2:26379,[::1]/mymaster/2", "redis+cluster://n1:7000,n2:7001",
+                "rediss+cluster://user:pw@n1:7000/0"):
+        assert settings_of(tmp_path, with_changes(GATEWAY_BROKER_URL=url)).uses_redis, url
+
+
+def test_sentinel_and_cluster_url_mistakes_name_the_form(tmp_path: Path) -> None:
+    for url, hint in (("redis+sentinel://s1:26379", "name the Sentinel service"),
+                      ("redis+sentinel://s1:26379/mymaster/x", "the database must be a number"),
+                      ("redis+sentinel://s1:99999/mymaster", "is not host:port"),
+                      ("redis+cluster://n1:7000/3", "database 0 only"),
+                      ("redis+cluster://n1:7000?timeout=1", "takes no query")):
+        problems = problems_of(tmp_path, with_changes(GATEWAY_BROKER_URL=url))
+        assert named(problems) == ["GATEWAY_BROKER_URL"] and hint in problems[0], (url, problems)
+
+
+def test_min_replicas_needs_redis_and_a_cluster_prefix_no_tag(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, with_changes(GATEWAY_REDIS_MIN_REPLICAS="1"))
+    assert named(problems) == ["GATEWAY_REDIS_MIN_REPLICAS"] and "GATEWAY_BROKER_URL" in problems[0]
+    problems = problems_of(tmp_path, with_changes(GATEWAY_BROKER_URL="redis+cluster://n1:7000",
+                                                  GATEWAY_REDIS_PREFIX="{chat}:"))
+    assert named(problems) == ["GATEWAY_REDIS_PREFIX"] and "hash tag" in problems[0]
+    settings = settings_of(tmp_path, with_changes(GATEWAY_BROKER_URL="redis://r:6379/0", GATEWAY_REDIS_PREFIX="{x}:",
+                                                  GATEWAY_REDIS_MIN_REPLICAS="2"))
+    assert settings.redis_min_replicas == 2  # one Redis: braces do no harm
+
+
 def test_unparsable_providers_in_env_file(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, with_changes(GATEWAY_PROVIDERS="{bad"))
     assert named(problems) == ["GATEWAY_PROVIDERS"]

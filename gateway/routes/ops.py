@@ -39,7 +39,11 @@ async def readyz(request: Request) -> JSONResponse:
             why = ("refuses the gateway's client credentials" if getattr(provider.validator, "misconfigured", False)
                    else "discovery not loaded")
             failing.append(f"provider {provider.name}: {why}")
-    if not await gateway.hub.broker.healthy():
+    try:  # a primary that stopped answering (a failover under way) must not stall the probe
+        store_up = await asyncio.wait_for(gateway.hub.broker.healthy(), STORE_CHECK_TIMEOUT)
+    except TimeoutError:
+        store_up = False
+    if not store_up:
         failing.append("store: " + ("Redis unreachable" if gateway.settings.uses_redis else "history unavailable"))
     if failing:
         return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503,

@@ -1,0 +1,71 @@
+"""Redis clients for GATEWAY_BROKER_URL: one Redis, the primary named by Sentinel, or a Cluster.
+
+Finding the primary, following a failover and MOVED/ASK are redis-py's work (`redis.asyncio.sentinel`,
+`redis.asyncio.cluster`); here we only choose timeouts and retries so that a lost primary surfaces as an
+error within about a second (the caller answers `store_unavailable`) instead of hanging a publish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+from gateway.redis_url import RedisTarget, parse_redis_url
+
+# What a lost or failing-over Redis raises: redis-py's errors, its cluster errors that are no RedisError
+# (a slot not covered while a shard fails over), and the socket's.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+SENTINEL_TIMEOUT = 1.0  # seconds: a Sentinel that does not answer is skipped for the next
+MAX_CONNECTIONS = 512  # per pool (twice that per node in a cluster and with Sentinel)
+
+
+def _retry() -> Retry:
+    # Two quick retries: enough to step over a dropped connection or to ask Sentinel again, short enough
+    # that a message during a failover is refused (and resent by the page) rather than left waiting.
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+
+
+def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_interval: float = 0) -> Any:
+    """A client for commands: `redis.asyncio.Redis` (one Redis, or the Sentinel primary) or `RedisCluster`.
+    Call it twice for two independent pools (the broker keeps its blocking reads on their own)."""
+    if isinstance(target, str):
+        target = parse_redis_url(target)
+    common: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5,
+                              "health_check_interval": health_check_interval, "retry": _retry()}
+    if target.kind == "single":
+        # A burst (500 sockets closing at once) waits for a connection instead of failing: redis-py's
+        # plain pool raises "Too many connections" beyond 100 and their leaves were lost.
+        return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(  # from_pool: closed with the client
+            target.url, max_connections=MAX_CONNECTIONS, timeout=5, **common))
+    auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.tls}
+    common["max_connections"] = 2 * MAX_CONNECTIONS  # redis-py has no waiting pool for these two
+    if target.kind == "sentinel":
+        sentinels = Sentinel(list(target.hosts), sentinel_kwargs={  # type: ignore[no-untyped-call]
+            "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT})
+        return sentinels.master_for(target.service, db=target.db, **auth, **common)
+    # A cluster refreshes its slot map between attempts: give it a little longer to see a promotion.
+    common["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.1), 3)
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **auth, **common)
+
+
+async def close(client: Any) -> None:
+    """Close a client from `connect`, and with Sentinel the connections to the Sentinels themselves."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+def decoded(value: Any) -> str:
+    """A reply's bytes as text (clients are made without decode_responses: stream fields stay bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
