@@ -13,11 +13,13 @@ MAX_CLIENT_ID_CHARS = 64
 class FrameError(Exception):
     """A frame the server cannot use. `close_code` set: the connection ends; else an `error` frame."""
 
-    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+    def __init__(self, code: str, message: str, close_code: int | None = None,
+                 client_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.close_code = close_code
+        self.client_id = client_id  # the refused message's, when it had a valid one: the client marks it
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,17 @@ def decode_frame(text: str) -> ClientFrame:
             raise FrameError("bad_frame", '"resume" needs "after": the last message id you have')
         return Resume(_unicode(after, "after"))
     if kind == "message":
+        client_id = _client_id(data.get("client_id"))
         message_text = data.get("text")
         if not isinstance(message_text, str) or not message_text.strip():
-            raise FrameError("bad_frame", '"message" needs a non-empty "text"')
+            raise FrameError("bad_frame", '"message" needs a non-empty "text"', client_id=client_id)
         if len(message_text) > MAX_TEXT_CHARS:
-            raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
-        return SendMessage(_unicode(message_text, "text"), _client_id(data.get("client_id")))
+            raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters", client_id=client_id)
+        try:
+            return SendMessage(_unicode(message_text, "text"), client_id)
+        except FrameError as exc:
+            exc.client_id = client_id
+            raise
     raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume or ping")
 
 
@@ -85,5 +92,9 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_frame(code: str, message: str) -> str:
-    return encode({"type": "error", "code": code, "message": message})
+def error_frame(code: str, message: str, client_id: str | None = None) -> str:
+    """`client_id`: the refused message's (docs/protocol.md), so a client knows which one to mark or resend."""
+    frame = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return encode(frame)

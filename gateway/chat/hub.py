@@ -67,9 +67,13 @@ class Member:
     on_refresh: Callable[[str], None] | None = None
 
 
-def rate_limited(message: str, retry_after: float) -> str:
-    return encode({"type": "error", "code": "rate_limited", "message": message,
-                   "retry_after": max(1, math.ceil(retry_after * 1000))})
+def rate_limited(message: str, retry_after: float, client_id: str | None = None) -> str:
+    """`retry_after`: seconds, sent as whole milliseconds (at least 1); `client_id`: the refused message's."""
+    frame: dict[str, object] = {"type": "error", "code": "rate_limited", "message": message,
+                                "retry_after": max(1, math.ceil(retry_after * 1000))}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return encode(frame)
 
 
 class Hub:
@@ -164,16 +168,17 @@ class Hub:
                 member.outbox.close(FLOODING, "sustained flooding: wait before reconnecting")
             else:
                 member.outbox.put(rate_limited("slow down: too many messages; send it again later",
-                                               (1 - bucket.available()) / self.limits.message_rate))
+                                               (1 - bucket.available()) / self.limits.message_rate, client_id))
             return
         member.strikes = 0
         try:
             stored = await self.broker.publish(member.room, member.user, text, client_id)
         except StoreUnavailable:
-            member.outbox.put(error_frame("store_unavailable", "the message was not stored; send it again"))
+            member.outbox.put(error_frame("store_unavailable", "the message was not stored; send it again",
+                                          client_id))
             return
         except HistoryFull as exc:
-            member.outbox.put(error_frame(exc.code, exc.detail))
+            member.outbox.put(error_frame(exc.code, exc.detail, client_id))
             return
         if client_id is not None:
             # Only now: an ack means the message is stored (a resend gets the first id).

@@ -246,7 +246,7 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             if exc.close_code is not None:
                 outbox.close(exc.close_code, exc.message)
             else:
-                outbox.put(error_frame(exc.code, exc.message))
+                outbox.put(error_frame(exc.code, exc.message, exc.client_id))
             continue
         if isinstance(frame, Ping):
             outbox.put(encode({"type": "pong"}))

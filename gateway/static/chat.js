@@ -14,7 +14,14 @@
   const sendButton = $("send");
 
   const seen = new Map();      // message id -> <li>, kept in id order
-  const pending = new Map();   // client_id -> {text, item}: shown as "sending…" until acked
+  // The outbox: client_id -> {text, item, failed}, in the order typed; shown as "sending…" until acked.
+  // One message is in flight at a time (sent, not yet acked or refused): a refused one is sent again
+  // before any later one, so the room gets them in the order typed, each stored once (same client_id).
+  const pending = new Map();
+  const outboxKey = "gateway.outbox." + room;  // survives a reload of this tab (sessionStorage)
+  let inFlight = null;         // the client_id sent and waiting for its ack or refusal
+  let holdUntil = 0;           // no sending before this (ms): the server's retry_after
+  let holdTimer = null;
   const people = new Map();    // user id -> name: who is here now
   const shown = new Map([[myId, new Set([myName])]]);  // user id -> every name it showed in this room
   let qualified = new Map();   // user id -> "provider:short id", for names that look like another's
@@ -40,9 +47,10 @@
     sendButton.disabled = !live;
   }
 
-  function say(text) {
+  function say(text, kind) {
     notice.hidden = !text;
     notice.textContent = text || "";
+    notice.dataset.kind = text ? kind || "" : "";
   }
 
   // Ids are "<ms>-<seq>": compare as the integer pair, never as strings.
@@ -115,6 +123,7 @@
     if (mine && message.client_id && pending.has(message.client_id)) {
       pending.get(message.client_id).item.remove();
       pending.delete(message.client_id);
+      saveOutbox();
     }
     let before = null;                         // first held message newer than this one
     for (const [id, node] of seen) {
@@ -143,7 +152,114 @@
   }
 
   function send(frame) {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
+    if (!isOpen()) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function isOpen() {
+    return socket !== null && socket.readyState === WebSocket.OPEN && statusEl.dataset.state === "live";
+  }
+
+  function saveOutbox() {
+    const entries = [...pending].map(([clientId, entry]) => ({ clientId, text: entry.text, failed: entry.failed || null }));
+    try {
+      if (entries.length) sessionStorage.setItem(outboxKey, JSON.stringify(entries));
+      else sessionStorage.removeItem(outboxKey);
+    } catch { /* private mode, or full: the page still holds them */ }
+  }
+
+  // Send the oldest message that waits, when nothing is in flight and the rate limit allows.
+  function pump() {
+    if (inFlight || !isOpen()) return;
+    const wait = holdUntil - Date.now();
+    if (wait > 0) {
+      if (!holdTimer) holdTimer = setTimeout(() => { holdTimer = null; pump(); }, wait);
+      return;
+    }
+    for (const [clientId, entry] of pending) {
+      if (entry.failed) continue;
+      if (send({ type: "message", text: entry.text, client_id: clientId })) inFlight = clientId;
+      return;
+    }
+  }
+
+  function waiting() {
+    return [...pending.values()].filter((entry) => !entry.failed).length;
+  }
+
+  function showBacklog() {
+    if (notice.dataset.kind !== "rate") return;
+    const count = waiting();
+    if (count) say(`Sending slowly (the chat's rate limit): ${count} message${count === 1 ? "" : "s"} waiting.`, "rate");
+    else say("");
+  }
+
+  function settled(clientId) {
+    if (inFlight === clientId) inFlight = null;
+  }
+
+  // Refused for good (too big, not allowed, history full): shown as failed, with "Retry" and "Delete".
+  function markFailed(clientId, why) {
+    const entry = pending.get(clientId);
+    if (!entry) return;
+    entry.failed = why;
+    entry.item.classList.remove("pending");
+    entry.item.classList.add("failed");
+    const bar = document.createElement("div");
+    bar.className = "failure";
+    const reason = document.createElement("span");
+    reason.textContent = "Not sent: " + why;
+    const again = document.createElement("button");
+    again.type = "button";
+    again.textContent = "Retry";
+    again.addEventListener("click", () => retrySend(clientId));
+    const drop = document.createElement("button");
+    drop.type = "button";
+    drop.textContent = "Delete";
+    drop.addEventListener("click", () => { entry.item.remove(); pending.delete(clientId); saveOutbox(); input.focus(); });
+    bar.append(reason, " ", again, " ", drop);
+    entry.item.append(bar);
+    saveOutbox();
+  }
+
+  function retrySend(clientId) {
+    const entry = pending.get(clientId);
+    if (!entry) return;
+    entry.failed = null;
+    entry.item.classList.remove("failed");
+    entry.item.classList.add("pending");
+    entry.item.querySelector(".failure")?.remove();
+    pending.delete(clientId);              // to the end of the queue: it goes out after what waits now
+    pending.set(clientId, entry);
+    list.append(entry.item);
+    saveOutbox();
+    pump();
+  }
+
+  // An error frame about one of our messages (it names the client_id).
+  function refused(frame) {
+    const clientId = frame.client_id;
+    if (!pending.has(clientId)) return settled(clientId);
+    settled(clientId);
+    if (frame.code === "rate_limited" || frame.code === "store_unavailable") {
+      // Not stored: send it again, first, once the server allows (same client_id: stored once).
+      const delay = frame.code === "rate_limited" ? Number(frame.retry_after) || 1000 : 2000;
+      holdUntil = Math.max(holdUntil, Date.now() + Math.min(delay, 60000) + 20);
+      if (frame.code === "rate_limited") { notice.dataset.kind = "rate"; showBacklog(); } else say(frame.message);
+    } else {
+      markFailed(clientId, frame.message);
+    }
+    pump();
+  }
+
+  function queueMessage(text, clientId, failed) {
+    const item = messageItem({ id: myId, name: myName }, text, Date.now(), true);
+    item.classList.add("pending");
+    item.dataset.clientId = clientId;
+    list.append(item);
+    pending.set(clientId, { text, item, failed: null });
+    if (failed) markFailed(clientId, failed);
   }
 
   function onFrame(event) {
@@ -157,7 +273,8 @@
         say("");
         // The history that follows starts after lastId (?after= on connect): nothing missed while away.
         // Then whatever we sent that was never acked (same client_id: the server stores it once).
-        for (const [clientId, entry] of pending) send({ type: "message", text: entry.text, client_id: clientId });
+        inFlight = null;
+        pump();
         session().then((why) => { if (why && why.expires_at) renewBefore(why.expires_at); });
         break;
       case "session":
@@ -188,10 +305,14 @@
       case "ack": {
         // Stored. Its message frame came first (or comes with the resume after a reconnect).
         const entry = pending.get(frame.client_id);
-        if (entry) { entry.item.remove(); pending.delete(frame.client_id); }
+        if (entry) { entry.item.remove(); pending.delete(frame.client_id); saveOutbox(); }
+        settled(frame.client_id);
+        showBacklog();
+        pump();
         break;
       }
       case "error":
+        if (typeof frame.client_id === "string") { refused(frame); break; }
         if (frame.code === "provider_unavailable") setState("provider");
         say(frame.message);
         break;
@@ -252,12 +373,14 @@
 
   async function onClose(event) {
     socket = null;
+    inFlight = null;                            // not acked: sent again after the next welcome
     if (stopped) return;
     const code = event.code;
     if (code === 4401) return (await tryRefresh()) ? connect() : signIn();
     if (code === 4403) {
       stopped = true;
       setState("stopped");
+      for (const [clientId, entry] of pending) if (!entry.failed) markFailed(clientId, "you are no longer allowed in this room");
       const why = await session();
       return say((why && why.reason_text) || "You are no longer allowed in this room.");
     }
@@ -300,13 +423,10 @@
     const text = input.value.trim();
     if (!text) return;
     const clientId = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`.slice(0, 64);
-    const item = messageItem({ id: myId, name: myName }, text, Date.now(), true);
-    item.classList.add("pending");
-    item.dataset.clientId = clientId;
-    list.append(item);
+    queueMessage(text, clientId, null);
     list.scrollTop = list.scrollHeight;
-    pending.set(clientId, { text, item });
-    send({ type: "message", text, client_id: clientId });
+    saveOutbox();
+    pump();
     input.value = "";
     input.focus();
   });
@@ -340,6 +460,12 @@
   const logoutForm = document.querySelector('form[action="/logout"]');
   if (logoutForm) logoutForm.addEventListener("submit", () => { stopped = true; });
   window.addEventListener("pagehide", () => { stopped = true; if (socket) socket.close(1000); });
+  // Messages this tab had not sent when it was reloaded: they go out (or stay failed) as before.
+  try {
+    for (const entry of JSON.parse(sessionStorage.getItem(outboxKey) || "[]")) {
+      if (typeof entry.clientId === "string" && typeof entry.text === "string") queueMessage(entry.text, entry.clientId, entry.failed);
+    }
+  } catch { /* unreadable: nothing to restore */ }
   rooms();
   setState("connecting");
   connect();
