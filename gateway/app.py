@@ -129,7 +129,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
-    from gateway.routes import auth, chat, check, logout, ops, provider_logout, refresh
+    from gateway.routes import assets, auth, chat, check, error_pages, logout, ops, provider_logout, refresh
 
     owns_client = http is None
     client = http or httpx.AsyncClient(
@@ -167,8 +167,10 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     if not settings.trusted_proxies:  # inside the access log: its warning carries the request id
         app.add_middleware(UntrustedForwardedForWarning)
     app.add_middleware(AccessLogMiddleware)
+    error_pages.install(app)
     app.mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static")
     app.include_router(ops.router)
+    app.include_router(assets.router)
     app.include_router(auth.router)
     app.include_router(refresh.router)
     app.include_router(logout.router)

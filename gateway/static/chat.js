@@ -1,4 +1,5 @@
-// The chat page: one WebSocket (protocol gateway.chat.v1, docs/protocol.md). Text only via textContent.
+// The chat page: one WebSocket (protocol gateway.chat.v1, docs/protocol.md). Text only via textContent:
+// messages' `code`, *emphasis* and links come from richtext.js as tokens, built here as nodes.
 // Names that look like another user's get that user's provider and short id next to them (names.js).
 "use strict";
 (() => {
@@ -102,11 +103,30 @@
     const date = new Date(ts);
     when.dateTime = date.toISOString();
     when.textContent = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    when.title = date.toLocaleString([], { dateStyle: "full", timeStyle: "medium" });
     const body = document.createElement("p");
     body.className = "text";
-    body.textContent = text;
+    body.append(...richText(text));
     item.append(who, when, body);
     return item;
+  }
+
+  function richText(text) {
+    return window.GatewayText.tokens(text).map((token) => {
+      if (token.kind === "text") return document.createTextNode(token.text);
+      const node = document.createElement(token.kind === "link" ? "a" : token.kind);
+      node.textContent = token.text;
+      if (token.kind === "link") {
+        node.href = token.href;             // http(s) only: richtext.js checked the scheme
+        node.target = "_blank";
+        node.rel = "noopener noreferrer";
+      }
+      return node;
+    });
+  }
+
+  function showEmpty() {
+    $("empty").hidden = list.querySelector("li.message") !== null;
   }
 
   function atBottom() {
@@ -133,6 +153,7 @@
     seen.set(message.id, item);
     if (!lastId || compareIds(message.id, lastId) > 0) lastId = message.id;
     if (follow || mine) list.scrollTop = list.scrollHeight;
+    $("empty").hidden = true;
   }
 
   function firstPending() {
@@ -217,7 +238,9 @@
     const drop = document.createElement("button");
     drop.type = "button";
     drop.textContent = "Delete";
-    drop.addEventListener("click", () => { entry.item.remove(); pending.delete(clientId); saveOutbox(); input.focus(); });
+    drop.addEventListener("click", () => {
+      entry.item.remove(); pending.delete(clientId); saveOutbox(); showEmpty(); input.focus();
+    });
     bar.append(reason, " ", again, " ", drop);
     entry.item.append(bar);
     saveOutbox();
@@ -259,6 +282,7 @@
     item.dataset.clientId = clientId;
     list.append(item);
     pending.set(clientId, { text, item, failed: null });
+    $("empty").hidden = true;
     if (failed) markFailed(clientId, failed);
   }
 
@@ -271,6 +295,8 @@
         refreshed = false;
         setState("live");
         say("");
+        // The composer takes the keyboard once usable, unless the person is busy elsewhere on the page.
+        if (document.activeElement === document.body || document.activeElement === null) input.focus();
         // The history that follows starts after lastId (?after= on connect): nothing missed while away.
         // Then whatever we sent that was never acked (same client_id: the server stores it once).
         inFlight = null;
@@ -284,6 +310,7 @@
       case "history":
         frame.messages.forEach(render);
         if (frame.truncated) $("older").hidden = false;
+        showEmpty();
         break;
       case "presence":
         people.clear();
@@ -459,6 +486,17 @@
   // which would race the logout's own navigation (and the refresh is refused: the sign-in has ended).
   const logoutForm = document.querySelector('form[action="/logout"]');
   if (logoutForm) logoutForm.addEventListener("submit", () => { stopped = true; });
+
+  // Phones: the room list, who is online and the account fold into a drawer behind the header's button.
+  const toggle = $("drawer-toggle");
+  function drawer(open) {
+    document.body.classList.toggle("drawer-open", open);
+    toggle.setAttribute("aria-expanded", String(open));
+  }
+  toggle.addEventListener("click", () => drawer(!document.body.classList.contains("drawer-open")));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && document.body.classList.contains("drawer-open")) { drawer(false); toggle.focus(); }
+  });
   window.addEventListener("pagehide", () => { stopped = true; if (socket) socket.close(1000); });
   // Messages this tab had not sent when it was reloaded: they go out (or stay failed) as before.
   try {
