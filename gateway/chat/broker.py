@@ -34,6 +34,10 @@ class Broker(Protocol):
         """`page(room, after, limit)` with each message as its JSON text (a resume's history frames)."""
         ...
 
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        """The newest `limit` messages older than `before`, oldest first (`truncated`: older ones exist)."""
+        ...
+
     async def present(self, room: str) -> list[dict[str, str]]:
         """Who is in the room now, on every instance."""
         ...
@@ -85,6 +89,9 @@ class MemoryBroker:
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         return await self.history.page_text(room, after, limit)
+
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        return await self.history.page_before(room, before, limit)
 
     async def present(self, room: str) -> list[dict[str, str]]:
         return [entry[0] for entry in self._present.get(room, {}).values()]

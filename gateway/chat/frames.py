@@ -38,7 +38,14 @@ class Ping:
     pass
 
 
-ClientFrame = SendMessage | Resume | Ping
+@dataclass(frozen=True)
+class Older:
+    """`history {before}`: the page of messages just older than `before`."""
+
+    before: str
+
+
+ClientFrame = SendMessage | Resume | Ping | Older
 
 
 def _unicode(value: str, field: str) -> str:
@@ -73,6 +80,11 @@ def decode_frame(text: str) -> ClientFrame:
         if not isinstance(after, str) or not after:
             raise FrameError("bad_frame", '"resume" needs "after": the last message id you have')
         return Resume(_unicode(after, "after"))
+    if kind == "history":
+        before = data.get("before")
+        if not isinstance(before, str) or not before:
+            raise FrameError("bad_frame", '"history" needs "before": the oldest message id you have')
+        return Older(_unicode(before, "before"))
     if kind == "message":
         client_id = _client_id(data.get("client_id"))
         message_text = data.get("text")
@@ -85,7 +97,7 @@ def decode_frame(text: str) -> ClientFrame:
         except FrameError as exc:
             exc.client_id = client_id
             raise
-    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume or ping")
+    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume, history or ping")
 
 
 def encode(frame: dict[str, Any]) -> str:

@@ -198,6 +198,20 @@ class SqliteHistory:
         truncated = pruned is not None and tuple(pruned) > after
         return Page([json.loads(r[0]) for r in rows[:limit]], truncated, more=len(rows) > limit)
 
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        """The newest `limit` messages older than `before`, oldest first; `truncated`: older ones exist (kept or
+        dropped) than this page."""
+        before_pair = parse_id(before)
+        return await self._run(lambda: self._page_before(room, before_pair, limit))
+
+    def _page_before(self, room: str, before: tuple[int, int], limit: int) -> Page:
+        db = self._conn()
+        pruned = db.execute("SELECT 1 FROM pruned WHERE room = ?", (room,)).fetchone()
+        rows = db.execute(
+            "SELECT body FROM messages WHERE room = ? AND (ms < ? OR (ms = ? AND seq < ?)) "
+            "ORDER BY ms DESC, seq DESC LIMIT ?", (room, before[0], before[0], before[1], limit + 1)).fetchall()
+        return Page([json.loads(r[0]) for r in reversed(rows[:limit])], len(rows) > limit or pruned is not None)
+
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         after_pair = parse_id(after)
         return await self._run(lambda: self._page_text(room, after_pair, limit))

@@ -23,6 +23,7 @@ from gateway.chat.history import Page, StoreUnavailable, parse_id
 from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
 from gateway.chat.quota import HistoryFull
+from gateway.chat.scrollback import older_frame
 from gateway.chat.sign_ins import SignIn, SignInIndex
 from gateway.chat.tail import RoomTails
 from gateway.limits import KeyedBuckets, TokenBucket
@@ -50,6 +51,8 @@ class HubLimits:
     user_resume_bytes: float = float(1 << 20)  # bytes of resumed history per second per user (4 times that at once)
     presence_settle: float = 0.2  # seconds of quiet before a room's presence changes go out (0: at once)
     presence_max_wait: float = 5.0  # ... but never later than this after the first one
+    older_rate: float = 2.0  # `history {before}` pages per second per socket (and `older_burst` at once)
+    older_burst: float = 5.0
 
 
 @dataclass(eq=False)
@@ -62,6 +65,7 @@ class Member:
     id: str = field(default_factory=lambda: f"c{next(_ids)}")
     strikes: int = 0  # messages refused in a row for the rate limit
     resumes: TokenBucket | None = None
+    older: TokenBucket | None = None  # `history {before}` pages
     sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
     # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
     on_refresh: Callable[[str], None] | None = None
@@ -74,6 +78,16 @@ def rate_limited(message: str, retry_after: float, client_id: str | None = None)
     if client_id is not None:
         frame["client_id"] = client_id
     return encode(frame)
+
+
+def _valid_id(member: Member, message_id: str) -> bool:
+    """A message id from a client frame; a malformed one gets `error bad_frame` (the socket stays open)."""
+    try:
+        parse_id(message_id)
+    except ValueError as exc:
+        member.outbox.put(error_frame("bad_frame", str(exc)))
+        return False
+    return True
 
 
 class Hub:
@@ -106,7 +120,8 @@ class Hub:
     def member(self, room: str, user: dict[str, str]) -> Member:
         limits = self.limits
         return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes),
-                      resumes=TokenBucket(limits.resume_rate, limits.resume_burst))
+                      resumes=TokenBucket(limits.resume_rate, limits.resume_burst),
+                      older=TokenBucket(limits.older_rate, limits.older_burst))
 
     def sockets_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
@@ -185,10 +200,7 @@ class Hub:
             member.outbox.put(encode({"type": "ack", "client_id": client_id, "id": stored.message["id"]}))
 
     async def resume(self, member: Member, after: str) -> None:
-        try:
-            parse_id(after)
-        except ValueError as exc:
-            member.outbox.put(error_frame("bad_frame", str(exc)))
+        if not _valid_id(member, after):
             return
         own = member.resumes
         if own is not None and not own.take():
@@ -204,6 +216,23 @@ class Hub:
             current.restart(after)
         else:
             member.outbox.send_backlog(self._backlog(member, after))
+
+    async def older(self, member: Member, before: str) -> None:
+        """`history {before}`: one page of the messages just older than `before` (a page scrolled back),
+        at most GATEWAY_HISTORY_ON_JOIN messages and `history_page_bytes` of them (always one)."""
+        if not _valid_id(member, before):
+            return
+        bucket = member.older
+        if bucket is not None and not bucket.take():
+            member.outbox.put(rate_limited("too many requests for older messages on this socket",
+                                           bucket.retry_after()))
+            return
+        try:
+            page = await self.broker.page_before(member.room, before, self.limits.history_on_join)
+        except StoreUnavailable:
+            member.outbox.put(error_frame("store_unavailable", "older messages cannot be read now; ask again"))
+            return
+        member.outbox.put(older_frame(before, page, self.limits.history_page_bytes))
 
     def _backlog(self, member: Member, after: str, then: str | None = None) -> Backlog:
         return HistoryBacklog(self.broker, member.room, after, self.limits.history_page,

@@ -210,6 +210,18 @@ class RedisBroker:
         truncated = trimmed is not None and trimmed > start
         return Page([self._message(room, i, f) for i, f in entries[:limit]], truncated, more=len(entries) > limit)
 
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        """Older messages (a `history {before}` frame): XREVRANGE from just below `before`."""
+        parse_id(before)
+        stream = self._stream(room)
+        try:
+            entries = await self.redis.xrevrange(stream, f"({before}", "-", count=limit + 1)
+            trimmed = await self._trimmed(stream)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
+        messages = [self._message(room, i, f) for i, f in reversed(entries[:limit])]
+        return Page(messages, len(entries) > limit or trimmed is not None)
+
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         page = await self.page(room, after, limit)
         return TextPage([encode(message) for message in page.messages],

@@ -21,6 +21,12 @@ Message = dict[str, Any]
 ReadPage = Callable[[str, int], Awaitable[Page]]  # (room, limit) -> the newest `limit` messages
 
 
+def weight(message: Message) -> int:
+    """About the bytes a message takes in a frame: the text and the name dominate; ids, keys and
+    punctuation take about 120."""
+    return frame_size(message["text"]) + frame_size(message["user"]["name"]) + 120
+
+
 def encode_history(page: Page) -> str:
     return encode({"type": "history", "messages": page.messages, "truncated": page.truncated})
 
@@ -98,8 +104,7 @@ class RoomTails:
 
     def _keep(self, tail: _Tail, message: Message) -> None:
         tail.frame = None
-        # The text and the name dominate; ids, keys and punctuation take about 120 bytes.
-        size = frame_size(message["text"]) + frame_size(message["user"]["name"]) + 120
+        size = weight(message)
         tail.messages.append((message, size))
         tail.bytes += size
         while tail.messages and (len(tail.messages) > self.size or tail.bytes > self.max_bytes):

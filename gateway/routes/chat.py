@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.access import ROOM_NAME
 from gateway.authenticator import Credentials
-from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
+from gateway.chat.frames import FrameError, Older, Ping, Resume, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
 from gateway.chat.sign_ins import SignIn
@@ -256,6 +256,8 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             await hub.resume(member, frame.after)
         elif isinstance(frame, SendMessage):
             await hub.post(member, frame.text, frame.client_id)
+        elif isinstance(frame, Older):
+            await hub.older(member, frame.before)
 
 
 async def _allowed_now(websocket: WebSocket, member: Member) -> bool:

@@ -94,6 +94,7 @@
   function messageItem(user, text, ts, mine) {
     const item = document.createElement("li");
     item.className = "message" + (mine ? " mine" : "");
+    item.dataset.day = dayKey(new Date(ts));
     const who = document.createElement("span");
     who.className = "who";
     who.dataset.userId = user.id;
@@ -125,6 +126,35 @@
     });
   }
 
+  function dayKey(date) {
+    return `${date.getFullYear()}-${date.getMonth() + 1}-${date.getDate()}`;
+  }
+
+  function dayLabel(date) {
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (dayKey(date) === dayKey(today)) return "Today";
+    if (dayKey(date) === dayKey(yesterday)) return "Yesterday";
+    return date.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long", year: "numeric" });
+  }
+
+  // A separator before the first message of each day (local time), redrawn after every change of the list.
+  function markDays() {
+    for (const old of list.querySelectorAll("li.day")) old.remove();
+    let last = null;
+    for (const item of list.querySelectorAll("li.message")) {
+      if (item.dataset.day === last) continue;
+      last = item.dataset.day;
+      const separator = document.createElement("li");
+      separator.className = "day";
+      separator.setAttribute("role", "separator");
+      const label = document.createElement("span");
+      label.textContent = dayLabel(new Date(item.querySelector("time").dateTime));
+      separator.append(label);
+      list.insertBefore(separator, item);
+    }
+  }
+
   function showEmpty() {
     $("empty").hidden = list.querySelector("li.message") !== null;
   }
@@ -133,9 +163,9 @@
     return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   }
 
-  function render(message) {
+  function render(message, older) {
     if (seen.has(message.id)) return;          // merge by id: history, resume and live overlap
-    const follow = atBottom();
+    const follow = !older && atBottom();
     const mine = message.user.id === myId;
     note(message.user);
     const item = messageItem(message.user, message.text, message.ts, mine);
@@ -152,7 +182,7 @@
     list.insertBefore(item, before || firstPending());
     seen.set(message.id, item);
     if (!lastId || compareIds(message.id, lastId) > 0) lastId = message.id;
-    if (follow || mine) list.scrollTop = list.scrollHeight;
+    if (follow || (mine && !older)) list.scrollTop = list.scrollHeight;
     $("empty").hidden = true;
   }
 
@@ -283,6 +313,7 @@
     list.append(item);
     pending.set(clientId, { text, item, failed: null });
     $("empty").hidden = true;
+    markDays();
     if (failed) markFailed(clientId, failed);
   }
 
@@ -308,8 +339,10 @@
         renewBefore(frame.expires_at);
         break;
       case "history":
-        frame.messages.forEach(render);
-        if (frame.truncated) $("older").hidden = false;
+        if (typeof frame.before === "string") { olderPage(frame); break; }
+        frame.messages.forEach((message) => render(message, false));
+        if (frame.truncated && oldestId === null) $("older").hidden = false;
+        if (oldestId === null && frame.messages.length) oldestId = frame.messages[0].id;
         showEmpty();
         break;
       case "presence":
@@ -327,7 +360,7 @@
         renderPeople();
         break;
       case "message":
-        render(frame);
+        render(frame, false);
         break;
       case "ack": {
         // Stored. Its message frame came first (or comes with the resume after a reconnect).
@@ -340,12 +373,42 @@
       }
       case "error":
         if (typeof frame.client_id === "string") { refused(frame); break; }
+        if (loadingOlder) { loadingOlder = false; $("older-status").textContent = ""; }
         if (frame.code === "provider_unavailable") setState("provider");
         say(frame.message);
         break;
     }
     settleNames();
+    markDays();
   }
+
+  // Older messages, a page at a time (`history {before}`): on the button, or on scrolling to the top.
+  let oldestId = null;         // the oldest message id shown: where the next older page ends
+  let loadingOlder = false;
+  function loadOlder() {
+    if (loadingOlder || oldestId === null || $("older").hidden) return;
+    if (send({ type: "history", before: oldestId })) {
+      loadingOlder = true;
+      $("older-status").textContent = "Loading…";
+    }
+  }
+
+  function olderPage(frame) {
+    loadingOlder = false;
+    $("older-status").textContent = "";
+    const fromBottom = list.scrollHeight - list.scrollTop;   // keep what the reader looks at in place
+    frame.messages.forEach((message) => render(message, true));
+    if (frame.messages.length) oldestId = frame.messages[0].id;
+    markDays();
+    list.scrollTop = list.scrollHeight - fromBottom;
+    if (!frame.truncated) $("older").hidden = true;
+    else if (!frame.messages.length) {
+      $("load-older").hidden = true;
+      $("older-status").textContent = "Older messages are no longer kept.";
+    }
+  }
+  $("load-older").addEventListener("click", loadOlder);
+  list.addEventListener("scroll", () => { if (list.scrollTop < 40) loadOlder(); }, { passive: true });
 
   async function session() {
     try {
@@ -401,6 +464,7 @@
   async function onClose(event) {
     socket = null;
     inFlight = null;                            // not acked: sent again after the next welcome
+    loadingOlder = false;
     if (stopped) return;
     const code = event.code;
     if (code === 4401) return (await tryRefresh()) ? connect() : signIn();

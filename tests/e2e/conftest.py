@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,12 +80,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 @pytest.fixture(scope="module")
 def demo_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start `gateway demo` on a free loopback port; yields its base URL."""
+    with running_demo(request, tmp_path_factory) as base_url:
+        yield base_url
+
+
+@contextmanager
+def running_demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 settings: dict[str, str] | None = None) -> Iterator[str]:
+    """`gateway demo` on a free loopback port, with these GATEWAY_* `settings` only; yields its base URL."""
     _require_chromium()
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("gateway-demo") / "demo.log"
     # The demo still reads GATEWAY_* settings from the environment: a developer's shell must not leak in.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")} | (settings or {})
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
