@@ -103,6 +103,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
             history_on_join=settings.history_on_join, history_page=settings.history_page,
             outbox_size=settings.send_queue_size, outbox_bytes=settings.send_queue_bytes,
             message_rate=settings.message_rate, message_burst=settings.message_burst,
+            edit_window=float(settings.edit_window),
             user_resume_rate=settings.resume_rate, user_resume_burst=settings.resume_burst,
             user_resume_bytes=float(settings.resume_byte_rate))),
         allowed_origins=frozenset({public_origin, *settings.allowed_origins}),

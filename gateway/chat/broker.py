@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.chat.edits import Change
 from gateway.chat.history import Page, SqliteHistory, Stored, TextPage
 
 Event = dict[str, Any]
@@ -36,6 +37,14 @@ class Broker(Protocol):
 
     async def page_before(self, room: str, before: str, limit: int) -> Page:
         """The newest `limit` messages older than `before`, oldest first (`truncated`: older ones exist)."""
+        ...
+
+    async def change(self, room: str, change: Change) -> None:
+        """Edit or delete a message (EditRefused when not allowed), then deliver the change to every instance."""
+        ...
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
+        """The changes logged from `after` on (gateway.chat.edits), oldest first: for a resuming client."""
         ...
 
     async def present(self, room: str) -> list[dict[str, str]]:
@@ -92,6 +101,12 @@ class MemoryBroker:
 
     async def page_before(self, room: str, before: str, limit: int) -> Page:
         return await self.history.page_before(room, before, limit)
+
+    async def change(self, room: str, change: Change) -> None:
+        self._deliver(await self.history.change(room, change))
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
+        return await self.history.changes_since(room, after, limit)
 
     async def present(self, room: str) -> list[dict[str, str]]:
         return [entry[0] for entry in self._present.get(room, {}).values()]

@@ -45,7 +45,15 @@ class Older:
     before: str
 
 
-ClientFrame = SendMessage | Resume | Ping | Older
+@dataclass(frozen=True)
+class Edit:
+    """`edit {id, text}` (text: the new text) or `delete {id}` (text None): one's own message, within the window."""
+
+    id: str
+    text: str | None
+
+
+ClientFrame = SendMessage | Resume | Ping | Older | Edit
 
 
 def _unicode(value: str, field: str) -> str:
@@ -63,6 +71,14 @@ def _client_id(value: Any) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CLIENT_ID_CHARS:
         raise FrameError("bad_frame", f"client_id must be a string of 1-{MAX_CLIENT_ID_CHARS} characters")
     return _unicode(value, "client_id")
+
+
+def _text(value: Any, kind: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FrameError("bad_frame", f'"{kind}" needs a non-empty "text"')
+    if len(value) > MAX_TEXT_CHARS:
+        raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
+    return _unicode(value, "text")
 
 
 def decode_frame(text: str) -> ClientFrame:
@@ -85,19 +101,22 @@ def decode_frame(text: str) -> ClientFrame:
         if not isinstance(before, str) or not before:
             raise FrameError("bad_frame", '"history" needs "before": the oldest message id you have')
         return Older(_unicode(before, "before"))
+    if kind in ("edit", "delete"):
+        message_id = data.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            raise FrameError("bad_frame", f'"{kind}" needs "id": the id of your message')
+        if kind == "delete":
+            return Edit(_unicode(message_id, "id"), None)
+        return Edit(_unicode(message_id, "id"), _text(data.get("text"), kind))
     if kind == "message":
         client_id = _client_id(data.get("client_id"))
-        message_text = data.get("text")
-        if not isinstance(message_text, str) or not message_text.strip():
-            raise FrameError("bad_frame", '"message" needs a non-empty "text"', client_id=client_id)
-        if len(message_text) > MAX_TEXT_CHARS:
-            raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters", client_id=client_id)
         try:
-            return SendMessage(_unicode(message_text, "text"), client_id)
+            return SendMessage(_text(data.get("text"), kind), client_id)
         except FrameError as exc:
             exc.client_id = client_id
             raise
-    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume, history or ping")
+    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; "
+                                  "expected message, edit, delete, resume, history or ping")
 
 
 def encode(frame: dict[str, Any]) -> str:

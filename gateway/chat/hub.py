@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from gateway.chat.backlog import HistoryBacklog
 from gateway.chat.broker import Broker, Event
+from gateway.chat.edits import Change, EditRefused
 from gateway.chat.frames import encode, error_frame
 from gateway.chat.history import Page, StoreUnavailable, parse_id
 from gateway.chat.outbox import Backlog, Outbox, server_frame
@@ -53,6 +54,8 @@ class HubLimits:
     presence_max_wait: float = 5.0  # ... but never later than this after the first one
     older_rate: float = 2.0  # `history {before}` pages per second per socket (and `older_burst` at once)
     older_burst: float = 5.0
+    edit_window: float = 900.0  # seconds after sending that its author may edit or delete a message (0: never)
+    changes_on_resume: int = 100  # edits and deletes sent to a resuming socket, at most
 
 
 @dataclass(eq=False)
@@ -88,6 +91,10 @@ def _valid_id(member: Member, message_id: str) -> bool:
         member.outbox.put(error_frame("bad_frame", str(exc)))
         return False
     return True
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} seconds"
 
 
 class Hub:
@@ -216,6 +223,7 @@ class Hub:
             current.restart(after)
         else:
             member.outbox.send_backlog(self._backlog(member, after))
+        await self.send_changes(member, after)
 
     async def older(self, member: Member, before: str) -> None:
         """`history {before}`: one page of the messages just older than `before` (a page scrolled back),
@@ -233,6 +241,36 @@ class Hub:
             member.outbox.put(error_frame("store_unavailable", "older messages cannot be read now; ask again"))
             return
         member.outbox.put(older_frame(before, page, self.limits.history_page_bytes))
+
+    async def change(self, member: Member, message_id: str, text: str | None) -> None:
+        """`edit` (text) or `delete` (None) of the member's own message, within the edit window. Counted
+        against the message rate. Stored, then delivered to every socket of the room on every instance."""
+        if not _valid_id(member, message_id):
+            return
+        bucket = self._rates.bucket(member.user["id"])
+        if not bucket.take():
+            member.outbox.put(rate_limited("slow down: too many messages and edits",
+                                           (1 - bucket.available()) / self.limits.message_rate))
+            return
+        window = self.limits.edit_window
+        change = Change(message_id, member.user["id"], text, int((self._clock() - window) * 1000), _duration(window))
+        try:
+            await self.broker.change(member.room, change)
+        except EditRefused as exc:
+            member.outbox.put(encode({"type": "error", "code": exc.code, "message": exc.detail, "id": message_id}))
+        except StoreUnavailable:
+            member.outbox.put(error_frame("store_unavailable", "the change was not stored; send it again"))
+
+    async def send_changes(self, member: Member, after: str) -> None:
+        """Edits and deletes since `after`, for a socket resuming from it: they may touch messages it holds.
+        Queued behind the resume's history pages."""
+        try:
+            changes = await self.broker.changes_since(member.room, after, self.limits.changes_on_resume)
+        except StoreUnavailable:
+            log.warning("could not read the changes of %s for a resume", member.room)
+            return
+        for event in changes:
+            member.outbox.put(encode(event))
 
     def _backlog(self, member: Member, after: str, then: str | None = None) -> Backlog:
         return HistoryBacklog(self.broker, member.room, after, self.limits.history_page,
@@ -307,6 +345,8 @@ class Hub:
             return
         if kind == "message":
             self.tails.add(event)
+        elif kind in ("edit", "delete"):
+            self.tails.change(event)
         self._fan_out(room, event)
 
     def _fan_out(self, room: str, event: Event) -> None:

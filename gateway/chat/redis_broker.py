@@ -21,7 +21,9 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from gateway.chat import redis_edits
 from gateway.chat.broker import Deliver, Event
+from gateway.chat.edits import Change
 from gateway.chat.frames import encode
 from gateway.chat.history import Page, Stored, StoreUnavailable, TextPage, parse_id
 from gateway.chat.quota import HistoryQuota
@@ -100,6 +102,7 @@ class RedisBroker:
         self._publish = self.redis.register_script(PUBLISH)
         self._enter = self.redis.register_script(ENTER)
         self._exit = self.redis.register_script(EXIT)
+        self.change_script = self.redis.register_script(redis_edits.CHANGE)
         self._positions: dict[str, str] = {}  # stream key -> last id delivered on this instance
         self._rooms: dict[str, int] = {}  # local sockets per room
         self._mine: dict[str, tuple[str, dict[str, str]]] = {}  # presence member -> (room, user)
@@ -201,14 +204,15 @@ class RedisBroker:
                 entries = await self.redis.xrevrange(stream, "+", "-", count=limit + 1)
                 trimmed = await self._trimmed(stream)
                 messages = [self._message(room, i, f) for i, f in reversed(entries[:limit])]
-                return Page(messages, len(entries) > limit or trimmed is not None)
+                return Page(await redis_edits.merged(self, room, messages), len(entries) > limit or trimmed is not None)
             start = parse_id(after)
             entries = await self.redis.xrange(stream, f"({after}", "+", count=limit + 1)
             trimmed = await self._trimmed(stream)
+            messages = await redis_edits.merged(self, room, [self._message(room, i, f) for i, f in entries[:limit]])
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
         truncated = trimmed is not None and trimmed > start
-        return Page([self._message(room, i, f) for i, f in entries[:limit]], truncated, more=len(entries) > limit)
+        return Page(messages, truncated, more=len(entries) > limit)
 
     async def page_before(self, room: str, before: str, limit: int) -> Page:
         """Older messages (a `history {before}` frame): XREVRANGE from just below `before`."""
@@ -217,10 +221,17 @@ class RedisBroker:
         try:
             entries = await self.redis.xrevrange(stream, f"({before}", "-", count=limit + 1)
             trimmed = await self._trimmed(stream)
+            messages = await redis_edits.merged(self, room,
+                                                [self._message(room, i, f) for i, f in reversed(entries[:limit])])
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
-        messages = [self._message(room, i, f) for i, f in reversed(entries[:limit])]
         return Page(messages, len(entries) > limit or trimmed is not None)
+
+    async def change(self, room: str, change: Change) -> None:
+        await redis_edits.change(self, room, change)
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
+        return await redis_edits.changes_since(self, room, after, limit)
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         page = await self.page(room, after, limit)

@@ -31,6 +31,13 @@ def encode_history(page: Page) -> str:
     return encode({"type": "history", "messages": page.messages, "truncated": page.truncated})
 
 
+def _fields(event: Message) -> Message:
+    """What an `edit` or `delete` event changes in a message."""
+    if event["type"] == "delete":
+        return {"text": "", "deleted": True, "deleted_at": event["deleted_at"]}
+    return {"text": event["text"], "edited_at": event["edited_at"]}
+
+
 @dataclass
 class _Tail:
     messages: deque[tuple[Message, int]] = field(default_factory=deque)
@@ -111,6 +118,23 @@ class RoomTails:
             _, dropped = tail.messages.popleft()
             tail.bytes -= dropped
             tail.truncated = True
+
+    def change(self, event: Message) -> None:
+        """An edit or delete delivered to this instance: the kept copy takes it (joins show it)."""
+        tail = self._tails.get(event.get("room", ""))
+        if tail is None:
+            return
+        if tail.filling is not None:
+            tail.filling = [{**kept, **_fields(event)} if kept["id"] == event["id"] else kept
+                            for kept in tail.filling]
+        for index, (message, size) in enumerate(tail.messages):
+            if message["id"] == event["id"]:
+                updated = {**message, **_fields(event)}
+                new_size = weight(updated)
+                tail.messages[index] = (updated, new_size)
+                tail.bytes += new_size - size
+                tail.frame = None
+                return
 
     def drop(self, room: str) -> None:
         self._tails.pop(room, None)

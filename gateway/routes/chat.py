@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.access import ROOM_NAME
 from gateway.authenticator import Credentials
-from gateway.chat.frames import FrameError, Older, Ping, Resume, SendMessage, decode_frame, encode, error_frame
+from gateway.chat.frames import Edit, FrameError, Older, Ping, Resume, SendMessage, decode_frame, encode, error_frame
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
 from gateway.chat.sign_ins import SignIn
@@ -73,7 +73,8 @@ async def _chat_page(request: Request, room: str) -> Response:
         # "signed in as X, not allowed here: why", with a way out: log out, or sign in as someone else.
         return render(request, "error.html", 403, title="Not allowed here", message=exc.detail,
                       csrf=csrf_token(request))
-    return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request))
+    return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request),
+                  edit_window=gateway.settings.edit_window)
 
 
 async def resume_point(after: str | None = None) -> str | None:
@@ -120,6 +121,8 @@ async def chat_socket(websocket: WebSocket) -> None:
     direct = websocket.scope.get("extensions", {}).get("gateway.frame")
     try:
         await hub.join(member, after)
+        if after is not None:
+            await hub.send_changes(member, after)  # edits and deletes of messages it may hold
         if direct is not None:
             member.outbox.direct = direct["write"]
             member.outbox.flush_head()  # welcome, history, presence: one write, not three ASGI sends
@@ -258,6 +261,8 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             await hub.post(member, frame.text, frame.client_id)
         elif isinstance(frame, Older):
             await hub.older(member, frame.before)
+        elif isinstance(frame, Edit):
+            await hub.change(member, frame.id, frame.text)
 
 
 async def _allowed_now(websocket: WebSocket, member: Member) -> bool:

@@ -155,6 +155,10 @@
     }
   }
 
+  const edits = window.GatewayEdits.create({
+    send, richText, say, windowMs: Number($("chat").dataset.editWindow || 0) * 1000,
+  });
+
   function showEmpty() {
     $("empty").hidden = list.querySelector("li.message") !== null;
   }
@@ -170,6 +174,7 @@
     note(message.user);
     const item = messageItem(message.user, message.text, message.ts, mine);
     item.dataset.id = message.id;
+    edits.render(item, message, mine);
     if (mine && message.client_id && pending.has(message.client_id)) {
       pending.get(message.client_id).item.remove();
       pending.delete(message.client_id);
@@ -361,6 +366,10 @@
         break;
       case "message":
         render(frame, false);
+        break;
+      case "edit":
+      case "delete":
+        edits.apply(seen.get(frame.id), frame);
         break;
       case "ack": {
         // Stored. Its message frame came first (or comes with the resume after a reconnect).
