@@ -130,7 +130,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient) -> Gateway:
 
 
 def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> FastAPI:
-    from gateway.routes import assets, auth, chat, check, error_pages, logout, ops, provider_logout, refresh
+    from gateway.routes import assets, auth, chat, check, error_pages, logout, ops, provider_logout, refresh, rooms
 
     owns_client = http is None
     client = http or httpx.AsyncClient(
@@ -178,4 +178,5 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     app.include_router(provider_logout.router)
     app.include_router(check.router)
     app.include_router(chat.router)
+    app.include_router(rooms.router)
     return app

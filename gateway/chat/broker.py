@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from gateway.chat.edits import Change
 from gateway.chat.history import Page, SqliteHistory, Stored, TextPage
+from gateway.chat.rooms import RoomSummary
 
 Event = dict[str, Any]
 Deliver = Callable[[Event], None]
@@ -45,6 +46,14 @@ class Broker(Protocol):
 
     async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
         """The changes logged from `after` on (gateway.chat.edits), oldest first: for a resuming client."""
+        ...
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        """The user has read `room` up to `message_id` (never moves back)."""
+        ...
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        """Rooms with recent messages, newest first, with this user's unread counts (gateway.chat.rooms)."""
         ...
 
     async def present(self, room: str) -> list[dict[str, str]]:
@@ -107,6 +116,12 @@ class MemoryBroker:
 
     async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
         return await self.history.changes_since(room, after, limit)
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        await self.history.mark_read(user_id, room, message_id)
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        return await self.history.rooms(user_id, name)
 
     async def present(self, room: str) -> list[dict[str, str]]:
         return [entry[0] for entry in self._present.get(room, {}).values()]

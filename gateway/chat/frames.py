@@ -53,7 +53,14 @@ class Edit:
     text: str | None
 
 
-ClientFrame = SendMessage | Resume | Ping | Older | Edit
+@dataclass(frozen=True)
+class Read:
+    """`read {id}`: the user has seen the room up to this message (unread counts, gateway.chat.rooms)."""
+
+    id: str
+
+
+ClientFrame = SendMessage | Resume | Ping | Older | Edit | Read
 
 
 def _unicode(value: str, field: str) -> str:
@@ -101,6 +108,11 @@ def decode_frame(text: str) -> ClientFrame:
         if not isinstance(before, str) or not before:
             raise FrameError("bad_frame", '"history" needs "before": the oldest message id you have')
         return Older(_unicode(before, "before"))
+    if kind == "read":
+        message_id = data.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            raise FrameError("bad_frame", '"read" needs "id": the newest message id you have shown')
+        return Read(_unicode(message_id, "id"))
     if kind in ("edit", "delete"):
         message_id = data.get("id")
         if not isinstance(message_id, str) or not message_id:
@@ -116,7 +128,7 @@ def decode_frame(text: str) -> ClientFrame:
             exc.client_id = client_id
             raise
     raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; "
-                                  "expected message, edit, delete, resume, history or ping")
+                                  "expected message, edit, delete, read, resume, history or ping")
 
 
 def encode(frame: dict[str, Any]) -> str:

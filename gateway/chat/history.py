@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from gateway.chat.edits import EDITS_SCHEMA, Change, apply_in_sqlite, changes_since
 from gateway.chat.quota import HistoryQuota, RoomLedger
+from gateway.chat.rooms import MAX_ROOMS, READS_SCHEMA, RECENT_MS, UNREAD_CAP, RoomSummary, sqlite_mark_read, summary
 from gateway.errors import GatewayError
 
 T = TypeVar("T")
@@ -122,6 +123,7 @@ class SqliteHistory:
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
         db.executescript(EDITS_SCHEMA)
+        db.executescript(READS_SCHEMA)
         self.ledger.open(db)
         row = db.execute("SELECT ms, seq FROM messages ORDER BY ms DESC, seq DESC LIMIT 1").fetchone()
         if row:
@@ -225,6 +227,32 @@ class SqliteHistory:
     async def changes_since(self, room: str, after: str, limit: int) -> list[dict[str, Any]]:
         after_pair = parse_id(after)
         return await self._run(lambda: changes_since(self._conn(), room, after_pair, limit))
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        key = parse_id(message_id)
+        await self._run(lambda: sqlite_mark_read(self._conn(), user_id, room, key))
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        """The rooms with messages in the last 30 days, newest first, with this user's unread counts."""
+        return await self._run(lambda: self._rooms(user_id, name))
+
+    def _rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        db = self._conn()
+        since = int(self._clock() * 1000) - RECENT_MS
+        newest = []
+        for (room,) in db.execute("SELECT room FROM rooms").fetchall():
+            row = db.execute("SELECT body, ms FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC LIMIT 1",
+                             (room,)).fetchone()
+            if row is not None and row[1] >= since:
+                newest.append((row[1], room, json.loads(row[0])))
+        found = []
+        for _, room, last in sorted(newest, key=lambda entry: entry[0], reverse=True)[:MAX_ROOMS]:
+            read = db.execute("SELECT ms, seq FROM reads WHERE user_id = ? AND room = ?", (user_id, room)).fetchone()
+            ms, seq = read if read is not None else (-1, -1)
+            rows = db.execute("SELECT body FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) "
+                              "ORDER BY ms, seq LIMIT ?", (room, ms, ms, seq, UNREAD_CAP)).fetchall()
+            found.append(summary(room, last, [json.loads(r[0]) for r in rows], user_id, name))
+        return found
 
     async def page_before(self, room: str, before: str, limit: int) -> Page:
         """The newest `limit` messages older than `before`, oldest first; `truncated`: older ones exist (kept or

@@ -69,6 +69,7 @@ class Member:
     strikes: int = 0  # messages refused in a row for the rate limit
     resumes: TokenBucket | None = None
     older: TokenBucket | None = None  # `history {before}` pages
+    reads: TokenBucket | None = None  # `read` marks
     sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
     # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
     on_refresh: Callable[[str], None] | None = None
@@ -128,7 +129,8 @@ class Hub:
         limits = self.limits
         return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes),
                       resumes=TokenBucket(limits.resume_rate, limits.resume_burst),
-                      older=TokenBucket(limits.older_rate, limits.older_burst))
+                      older=TokenBucket(limits.older_rate, limits.older_burst),
+                      reads=TokenBucket(limits.older_rate, limits.older_burst))
 
     def sockets_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
@@ -260,6 +262,18 @@ class Hub:
             member.outbox.put(encode({"type": "error", "code": exc.code, "message": exc.detail, "id": message_id}))
         except StoreUnavailable:
             member.outbox.put(error_frame("store_unavailable", "the change was not stored; send it again"))
+
+    async def read(self, member: Member, message_id: str) -> None:
+        """`read {id}`: keep where this user has read the room to (at most `older_rate` a second per socket:
+        beyond that the frame is dropped, the next one carries a newer id anyway)."""
+        if not _valid_id(member, message_id):
+            return
+        if member.reads is not None and not member.reads.take():
+            return
+        try:
+            await self.broker.mark_read(member.user["id"], member.room, message_id)
+        except StoreUnavailable:
+            log.warning("could not record a read mark in %s", member.room)
 
     async def send_changes(self, member: Member, after: str) -> None:
         """Edits and deletes since `after`, for a socket resuming from it: they may touch messages it holds.

@@ -21,12 +21,13 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from gateway.chat import redis_edits
+from gateway.chat import redis_edits, redis_rooms
 from gateway.chat.broker import Deliver, Event
 from gateway.chat.edits import Change
 from gateway.chat.frames import encode
 from gateway.chat.history import Page, Stored, StoreUnavailable, TextPage, parse_id
 from gateway.chat.quota import HistoryQuota
+from gateway.chat.rooms import RoomSummary
 
 log = logging.getLogger("gateway.redis")
 
@@ -232,6 +233,12 @@ class RedisBroker:
 
     async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
         return await redis_edits.changes_since(self, room, after, limit)
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        await redis_rooms.mark_read(self, user_id, room, message_id)
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        return await redis_rooms.rooms(self, user_id, name)
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         page = await self.page(room, after, limit)

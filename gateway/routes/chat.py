@@ -13,7 +13,18 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.access import ROOM_NAME
 from gateway.authenticator import Credentials
-from gateway.chat.frames import Edit, FrameError, Older, Ping, Resume, SendMessage, decode_frame, encode, error_frame
+from gateway.chat.frames import (
+    Edit,
+    FrameError,
+    Older,
+    Ping,
+    Read,
+    Resume,
+    SendMessage,
+    decode_frame,
+    encode,
+    error_frame,
+)
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
 from gateway.chat.sign_ins import SignIn
@@ -263,6 +274,8 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             await hub.older(member, frame.before)
         elif isinstance(frame, Edit):
             await hub.change(member, frame.id, frame.text)
+        elif isinstance(frame, Read):
+            await hub.read(member, frame.id)
 
 
 async def _allowed_now(websocket: WebSocket, member: Member) -> bool:

@@ -338,6 +338,7 @@
         inFlight = null;
         pump();
         session().then((why) => { if (why && why.expires_at) renewBefore(why.expires_at); });
+        loadRooms();
         break;
       case "session":
         // A refresh of this sign-in (from this page or another tab): the socket took the new token.
@@ -346,6 +347,7 @@
       case "history":
         if (typeof frame.before === "string") { olderPage(frame); break; }
         frame.messages.forEach((message) => render(message, false));
+        markRead();
         if (frame.truncated && oldestId === null) $("older").hidden = false;
         if (oldestId === null && frame.messages.length) oldestId = frame.messages[0].id;
         showEmpty();
@@ -365,6 +367,7 @@
         renderPeople();
         break;
       case "message":
+        if (!seen.has(frame.id)) arrived(frame);
         render(frame, false);
         break;
       case "edit":
@@ -531,24 +534,72 @@
     input.focus();
   });
 
-  // Rooms: the ones visited recently (this browser), plus a form to join or create any room.
-  function rooms() {
+  // Rooms: the server's list of rooms with recent messages this user may enter (GET /rooms), each with its
+  // unread count (after the last id this user read there, kept by the server: `read` frames) and a mark when
+  // an unread message mentions them; plus the rooms visited in this browser and a form to join or create any.
+  let roomList = [];
+  let unseenHere = 0;          // messages from others that came while this tab was hidden
+  let readTimer = null;
+  function visited() {
     let known = [];
     try { known = JSON.parse(localStorage.getItem("gateway.rooms") || "[]"); } catch { known = []; }
-    known = [room, ...known.filter((r) => r !== room && /^[A-Za-z0-9_-]{1,64}$/.test(r))];
-    if (!known.includes("lobby")) known.push("lobby");
-    known = known.slice(0, 12);
+    known = [room, ...known.filter((r) => r !== room && /^[A-Za-z0-9_-]{1,64}$/.test(r))].slice(0, 12);
     try { localStorage.setItem("gateway.rooms", JSON.stringify(known)); } catch { /* private mode */ }
-    $("rooms").replaceChildren(...known.map((name) => {
+    return known;
+  }
+  const visitedRooms = visited();
+
+  async function loadRooms() {
+    try {
+      const answer = await fetch("/rooms", { credentials: "same-origin", cache: "no-store" });
+      if (answer.ok) roomList = (await answer.json()).rooms;
+    } catch { /* the gateway is unreachable: keep the last list */ }
+    drawRooms();
+  }
+
+  function drawRooms() {
+    const listed = new Map(roomList.map((entry) => [entry.name, entry]));
+    const names = [...listed.keys()];
+    for (const name of [...visitedRooms, "lobby"]) if (!listed.has(name)) names.push(name);
+    $("rooms").replaceChildren(...names.map((name) => {
+      const entry = listed.get(name);
       const item = document.createElement("li");
       const link = document.createElement("a");
       link.href = "/chat/" + encodeURIComponent(name);
-      link.textContent = "#" + name;
+      link.append("#" + name);
       if (name === room) link.setAttribute("aria-current", "page");
+      else if (entry && entry.unread) {
+        const badge = document.createElement("span");
+        badge.className = "unread" + (entry.mention ? " mention" : "");
+        badge.textContent = (entry.mention ? "@ " : "") + (entry.unread >= 100 ? "99+" : String(entry.unread));
+        badge.setAttribute("aria-label", `${entry.unread} unread${entry.mention ? ", mentions you" : ""}`);
+        link.append(" ", badge);
+      }
       item.append(link);
       return item;
     }));
+    const total = roomList.reduce((sum, entry) => sum + (entry.name === room ? 0 : entry.unread), 0) + unseenHere;
+    document.title = `${total ? `(${total}) ` : ""}#${room} — gateway`;
   }
+
+  // This room is read up to lastId while the tab is visible; told to the server at most once a second.
+  function markRead() {
+    if (document.hidden || readTimer || !lastId) return;
+    readTimer = setTimeout(() => { readTimer = null; if (lastId && !document.hidden) send({ type: "read", id: lastId }); }, 1000);
+  }
+
+  function arrived(message) {
+    if (message.user.id === myId) return;
+    if (document.hidden) { unseenHere += 1; drawRooms(); } else markRead();
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) return;
+    unseenHere = 0;
+    markRead();
+    loadRooms();
+  });
+  setInterval(() => { if (!document.hidden) loadRooms(); }, 15000);
   $("room-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = $("room-name").value.trim();
@@ -577,7 +628,7 @@
       if (typeof entry.clientId === "string" && typeof entry.text === "string") queueMessage(entry.text, entry.clientId, entry.failed);
     }
   } catch { /* unreadable: nothing to restore */ }
-  rooms();
+  drawRooms();
   setState("connecting");
   connect();
 })();
