@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +104,22 @@ async def test_nobody_edits_or_deletes_another_users_message(make: Any) -> None:
 
 @pytest.mark.anyio
 async def test_changes_after_the_window_are_refused(make: Any) -> None:
-    hub = await make(edit_window=0)
+    hub = await make(edit_window=0.05)
     ann, _, message_id = await room_with_one_message(hub)
+    await asyncio.sleep(0.1)
     await hub.change(ann, message_id, "too late")
     [refused] = of_type(ann, "error")
-    assert refused["code"] == "edit_refused" and refused["message"].startswith("too late")
+    assert refused["code"] == "edit_refused"
+    assert refused["message"] == "too late: messages can be edited or deleted for 0.05 seconds after sending"
+
+
+@pytest.mark.anyio
+async def test_a_window_of_0_turns_editing_off(make: Any) -> None:
+    hub = await make(edit_window=0)
+    ann, _, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, None)
+    [refused] = of_type(ann, "error")
+    assert refused["code"] == "edit_refused" and "GATEWAY_EDIT_WINDOW is 0" in refused["message"]
 
 
 @pytest.mark.anyio
@@ -140,8 +152,9 @@ async def test_a_resuming_socket_gets_the_changes_made_while_it_was_away(make: A
     assert [c["text"] for c in changes] == ["edited while bob was away"]
 
 
-@pytest.mark.anyio
-async def test_a_change_on_one_instance_reaches_the_other(redis_url: str, redis_prefix: str) -> None:
+@asynccontextmanager
+async def two_instances(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[list[Hub], Member, Member]]:
+    """Two hubs over one Redis; ann in room r on the first, bob on the second."""
     hubs = [Hub(RedisBroker(redis_url, redis_prefix), HubLimits(**LIMITS)) for _ in range(2)]
     for hub in hubs:
         await hub.start()
@@ -149,6 +162,15 @@ async def test_a_change_on_one_instance_reaches_the_other(redis_url: str, redis_
         ann, bob = hubs[0].member("r", user("ann")), hubs[1].member("r", user("bob"))
         await hubs[0].join(ann)
         await hubs[1].join(bob)
+        yield hubs, ann, bob
+    finally:
+        for hub in hubs:
+            await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_a_change_on_one_instance_reaches_the_other(redis_url: str, redis_prefix: str) -> None:
+    async with two_instances(redis_url, redis_prefix) as (hubs, ann, bob):
         await hubs[0].post(ann, "one", "c1")
         [message] = await eventually(bob, "message")
         await hubs[0].change(ann, message["id"], "uno")
@@ -158,9 +180,6 @@ async def test_a_change_on_one_instance_reaches_the_other(redis_url: str, redis_
         assert (await eventually(bob, "delete"))[0]["id"] == message["id"]
         page = await hubs[1].broker.page("r", None, 5)
         assert page.messages[0]["deleted"] is True
-    finally:
-        for hub in hubs:
-            await hub.stop()
 
 
 @pytest.mark.parametrize(("text", "expected"), [

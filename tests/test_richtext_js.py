@@ -19,15 +19,17 @@ const sandbox = { URL };
 vm.createContext(sandbox);
 vm.runInContext(fs.readFileSync(process.argv[1], "utf8"), sandbox);
 const texts = JSON.parse(fs.readFileSync(0, "utf8"));
-process.stdout.write(JSON.stringify(texts.map((text) => sandbox.GatewayText.tokens(text))));
+const split = ([text, me]) => sandbox.GatewayText.tokens(text, me);
+process.stdout.write(JSON.stringify(texts.map(split)));
 """
 
 
-def tokens(*texts: str) -> list[list[dict[str, Any]]]:
+def tokens(*texts: str, me: str = "") -> list[list[dict[str, Any]]]:
     node = shutil.which("node")
     if node is None:
         pytest.skip("richtext.js unit checks need Node.js: no `node` on PATH")
-    done = subprocess.run([node, "-e", RUNNER, str(RICHTEXT_JS)], input=json.dumps(texts), capture_output=True,
+    cases = json.dumps([[text, me] for text in texts])
+    done = subprocess.run([node, "-e", RUNNER, str(RICHTEXT_JS)], input=cases, capture_output=True,
                           text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     result: list[list[dict[str, Any]]] = json.loads(done.stdout)
@@ -61,3 +63,11 @@ def test_a_link_stops_at_quotes_and_angle_brackets_and_keeps_no_trailing_punctua
 
 def test_code_is_literal() -> None:
     assert tokens("`*not em* https://x.test`") == [[{"kind": "code", "text": "*not em* https://x.test"}]]
+
+
+def test_the_readers_own_name_is_marked_where_it_is_mentioned() -> None:
+    [split] = tokens("hi @Bob Lee! not @bob, not mail@bob lee, `@Bob Lee`", me="Bob Lee")
+    assert [token for token in split if token["kind"] == "mention"] == [{"kind": "mention", "text": "@Bob Lee"}]
+    assert tokens("@Bob Lee", me="") == [[{"kind": "text", "text": "@Bob Lee"}]]
+    assert tokens("@a.b and @aXb", me="a.b") == [[{"kind": "mention", "text": "@a.b"},
+                                                   {"kind": "text", "text": " and @aXb"}]]

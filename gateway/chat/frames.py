@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,12 @@ class Read:
     id: str
 
 
-ClientFrame = SendMessage | Resume | Ping | Older | Edit | Read
+@dataclass(frozen=True)
+class Typing:
+    """`typing`: the user is typing in this room now (told to the others, never stored)."""
+
+
+ClientFrame = SendMessage | Resume | Ping | Older | Edit | Read | Typing
 
 
 def _unicode(value: str, field: str) -> str:
@@ -108,6 +114,8 @@ def decode_frame(text: str) -> ClientFrame:
         if not isinstance(before, str) or not before:
             raise FrameError("bad_frame", '"history" needs "before": the oldest message id you have')
         return Older(_unicode(before, "before"))
+    if kind == "typing":
+        return Typing()
     if kind == "read":
         message_id = data.get("id")
         if not isinstance(message_id, str) or not message_id:
@@ -128,7 +136,7 @@ def decode_frame(text: str) -> ClientFrame:
             exc.client_id = client_id
             raise
     raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; "
-                                  "expected message, edit, delete, read, resume, history or ping")
+                                  "expected message, edit, delete, read, typing, resume, history or ping")
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -138,6 +146,15 @@ def encode(frame: dict[str, Any]) -> str:
 def error_frame(code: str, message: str, client_id: str | None = None) -> str:
     """`client_id`: the refused message's (docs/protocol.md), so a client knows which one to mark or resend."""
     frame = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return encode(frame)
+
+
+def rate_limited(message: str, retry_after: float, client_id: str | None = None) -> str:
+    """`retry_after`: seconds, sent as whole milliseconds (at least 1); `client_id`: the refused message's."""
+    frame: dict[str, object] = {"type": "error", "code": "rate_limited", "message": message,
+                                "retry_after": max(1, math.ceil(retry_after * 1000))}
     if client_id is not None:
         frame["client_id"] = client_id
     return encode(frame)

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.chat.backlog import HistoryBacklog
 from gateway.chat.broker import Broker, Event
-from gateway.chat.edits import Change, EditRefused
-from gateway.chat.frames import encode, error_frame
-from gateway.chat.history import Page, StoreUnavailable, parse_id
+from gateway.chat.frames import encode, error_frame, rate_limited
+from gateway.chat.handlers import FrameHandlers, valid_id
+from gateway.chat.history import Page, StoreUnavailable
 from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
 from gateway.chat.quota import HistoryFull
-from gateway.chat.scrollback import older_frame
 from gateway.chat.sign_ins import SignIn, SignInIndex
 from gateway.chat.tail import RoomTails
 from gateway.limits import KeyedBuckets, TokenBucket
@@ -54,6 +52,7 @@ class HubLimits:
     presence_max_wait: float = 5.0  # ... but never later than this after the first one
     older_rate: float = 2.0  # `history {before}` pages per second per socket (and `older_burst` at once)
     older_burst: float = 5.0
+    typing_rate: float = 0.5  # `typing` signals passed on per second per socket (more are dropped)
     edit_window: float = 900.0  # seconds after sending that its author may edit or delete a message (0: never)
     changes_on_resume: int = 100  # edits and deletes sent to a resuming socket, at most
 
@@ -70,35 +69,13 @@ class Member:
     resumes: TokenBucket | None = None
     older: TokenBucket | None = None  # `history {before}` pages
     reads: TokenBucket | None = None  # `read` marks
+    typing: TokenBucket | None = None  # `typing` signals
     sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
     # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
     on_refresh: Callable[[str], None] | None = None
 
 
-def rate_limited(message: str, retry_after: float, client_id: str | None = None) -> str:
-    """`retry_after`: seconds, sent as whole milliseconds (at least 1); `client_id`: the refused message's."""
-    frame: dict[str, object] = {"type": "error", "code": "rate_limited", "message": message,
-                                "retry_after": max(1, math.ceil(retry_after * 1000))}
-    if client_id is not None:
-        frame["client_id"] = client_id
-    return encode(frame)
-
-
-def _valid_id(member: Member, message_id: str) -> bool:
-    """A message id from a client frame; a malformed one gets `error bad_frame` (the socket stays open)."""
-    try:
-        parse_id(message_id)
-    except ValueError as exc:
-        member.outbox.put(error_frame("bad_frame", str(exc)))
-        return False
-    return True
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:g} minutes" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} seconds"
-
-
-class Hub:
+class Hub(FrameHandlers):
     def __init__(self, broker: Broker, limits: HubLimits | None = None,
                  clock: Callable[[], float] = time.time, timer: Timer | None = None) -> None:
         self.broker = broker
@@ -130,7 +107,8 @@ class Hub:
         return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes),
                       resumes=TokenBucket(limits.resume_rate, limits.resume_burst),
                       older=TokenBucket(limits.older_rate, limits.older_burst),
-                      reads=TokenBucket(limits.older_rate, limits.older_burst))
+                      reads=TokenBucket(limits.older_rate, limits.older_burst),
+                      typing=TokenBucket(limits.typing_rate, 3))
 
     def sockets_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
@@ -209,7 +187,7 @@ class Hub:
             member.outbox.put(encode({"type": "ack", "client_id": client_id, "id": stored.message["id"]}))
 
     async def resume(self, member: Member, after: str) -> None:
-        if not _valid_id(member, after):
+        if not valid_id(member, after):
             return
         own = member.resumes
         if own is not None and not own.take():
@@ -226,65 +204,6 @@ class Hub:
         else:
             member.outbox.send_backlog(self._backlog(member, after))
         await self.send_changes(member, after)
-
-    async def older(self, member: Member, before: str) -> None:
-        """`history {before}`: one page of the messages just older than `before` (a page scrolled back),
-        at most GATEWAY_HISTORY_ON_JOIN messages and `history_page_bytes` of them (always one)."""
-        if not _valid_id(member, before):
-            return
-        bucket = member.older
-        if bucket is not None and not bucket.take():
-            member.outbox.put(rate_limited("too many requests for older messages on this socket",
-                                           bucket.retry_after()))
-            return
-        try:
-            page = await self.broker.page_before(member.room, before, self.limits.history_on_join)
-        except StoreUnavailable:
-            member.outbox.put(error_frame("store_unavailable", "older messages cannot be read now; ask again"))
-            return
-        member.outbox.put(older_frame(before, page, self.limits.history_page_bytes))
-
-    async def change(self, member: Member, message_id: str, text: str | None) -> None:
-        """`edit` (text) or `delete` (None) of the member's own message, within the edit window. Counted
-        against the message rate. Stored, then delivered to every socket of the room on every instance."""
-        if not _valid_id(member, message_id):
-            return
-        bucket = self._rates.bucket(member.user["id"])
-        if not bucket.take():
-            member.outbox.put(rate_limited("slow down: too many messages and edits",
-                                           (1 - bucket.available()) / self.limits.message_rate))
-            return
-        window = self.limits.edit_window
-        change = Change(message_id, member.user["id"], text, int((self._clock() - window) * 1000), _duration(window))
-        try:
-            await self.broker.change(member.room, change)
-        except EditRefused as exc:
-            member.outbox.put(encode({"type": "error", "code": exc.code, "message": exc.detail, "id": message_id}))
-        except StoreUnavailable:
-            member.outbox.put(error_frame("store_unavailable", "the change was not stored; send it again"))
-
-    async def read(self, member: Member, message_id: str) -> None:
-        """`read {id}`: keep where this user has read the room to (at most `older_rate` a second per socket:
-        beyond that the frame is dropped, the next one carries a newer id anyway)."""
-        if not _valid_id(member, message_id):
-            return
-        if member.reads is not None and not member.reads.take():
-            return
-        try:
-            await self.broker.mark_read(member.user["id"], member.room, message_id)
-        except StoreUnavailable:
-            log.warning("could not record a read mark in %s", member.room)
-
-    async def send_changes(self, member: Member, after: str) -> None:
-        """Edits and deletes since `after`, for a socket resuming from it: they may touch messages it holds.
-        Queued behind the resume's history pages."""
-        try:
-            changes = await self.broker.changes_since(member.room, after, self.limits.changes_on_resume)
-        except StoreUnavailable:
-            log.warning("could not read the changes of %s for a resume", member.room)
-            return
-        for event in changes:
-            member.outbox.put(encode(event))
 
     def _backlog(self, member: Member, after: str, then: str | None = None) -> Backlog:
         return HistoryBacklog(self.broker, member.room, after, self.limits.history_page,

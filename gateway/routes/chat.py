@@ -21,6 +21,7 @@ from gateway.chat.frames import (
     Read,
     Resume,
     SendMessage,
+    Typing,
     decode_frame,
     encode,
     error_frame,
@@ -276,6 +277,8 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             await hub.change(member, frame.id, frame.text)
         elif isinstance(frame, Read):
             await hub.read(member, frame.id)
+        elif isinstance(frame, Typing):
+            await hub.typing(member)
 
 
 async def _allowed_now(websocket: WebSocket, member: Member) -> bool:

@@ -113,9 +113,10 @@
   }
 
   function richText(text) {
-    return window.GatewayText.tokens(text).map((token) => {
+    return window.GatewayText.tokens(text, myName).map((token) => {
       if (token.kind === "text") return document.createTextNode(token.text);
-      const node = document.createElement(token.kind === "link" ? "a" : token.kind);
+      const node = document.createElement({ link: "a", mention: "mark" }[token.kind] || token.kind);
+      if (token.kind === "mention") node.className = "mention";
       node.textContent = token.text;
       if (token.kind === "link") {
         node.href = token.href;             // http(s) only: richtext.js checked the scheme
@@ -174,6 +175,7 @@
     note(message.user);
     const item = messageItem(message.user, message.text, message.ts, mine);
     item.dataset.id = message.id;
+    if (!mine && item.querySelector("mark.mention")) item.classList.add("mentions-me");
     edits.render(item, message, mine);
     if (mine && message.client_id && pending.has(message.client_id)) {
       pending.get(message.client_id).item.remove();
@@ -370,6 +372,9 @@
         if (!seen.has(frame.id)) arrived(frame);
         render(frame, false);
         break;
+      case "typing":
+        if (frame.user.id !== myId) startedTyping(frame.user);
+        break;
       case "edit":
       case "delete":
         edits.apply(seen.get(frame.id), frame);
@@ -530,6 +535,7 @@
     list.scrollTop = list.scrollHeight;
     saveOutbox();
     pump();
+    typingSent = 0;                             // sent: the next keystroke starts a new "typing"
     input.value = "";
     input.focus();
   });
@@ -590,6 +596,10 @@
 
   function arrived(message) {
     if (message.user.id === myId) return;
+    stoppedTyping(message.user.id);
+    if (window.GatewayText.tokens(message.text, myName).some((token) => token.kind === "mention")) {
+      notify(`${message.user.name} mentioned you in #${room}`, message.text);
+    }
     if (document.hidden) { unseenHere += 1; drawRooms(); } else markRead();
   }
 
@@ -610,6 +620,36 @@
   // which would race the logout's own navigation (and the refresh is refused: the sign-in has ended).
   const logoutForm = document.querySelector('form[action="/logout"]');
   if (logoutForm) logoutForm.addEventListener("submit", () => { stopped = true; });
+
+  // Typing: told to the room at most every 2.5 s while the composer holds text; shown for 4 s after each.
+  const typers = new Map();    // user id -> {name, timer}
+  let typingSent = 0;
+  input.addEventListener("input", () => {
+    if (input.value.trim() && Date.now() - typingSent > 2500 && send({ type: "typing" })) typingSent = Date.now();
+  });
+  function startedTyping(user) {
+    clearTimeout(typers.get(user.id)?.timer);
+    typers.set(user.id, { name: user.name, timer: setTimeout(() => stoppedTyping(user.id), 4000) });
+    drawTyping();
+  }
+  function stoppedTyping(userId) {
+    if (!typers.has(userId)) return;
+    clearTimeout(typers.get(userId).timer);
+    typers.delete(userId);
+    drawTyping();
+  }
+  function drawTyping() {
+    const names = [...typers.values()].map((entry) => entry.name);
+    $("typing").textContent = names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…`
+      : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : "Several people are typing…";
+  }
+
+  // @mentions: the composer offers the names of the people here and of those who wrote in this room.
+  window.GatewayMentions.autocomplete(input, $("mention-list"), () => [
+    ...[...people].filter(([id]) => id !== myId).map(([, name]) => name),
+    ...[...shown].filter(([id]) => id !== myId).flatMap(([, names]) => [...names]),
+  ]);
+  const notify = window.GatewayMentions.notifications($("notify-mentions"), say);
 
   // Phones: the room list, who is online and the account fold into a drawer behind the header's button.
   const toggle = $("drawer-toggle");

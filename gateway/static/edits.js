@@ -58,7 +58,7 @@
         if (window.confirm("Delete this message for everyone?")) chat.send({ type: "delete", id: message.id });
       });
       bar.append(edit, drop);
-      item.append(bar);
+      item.querySelector("time").after(bar);  // beside the time: no line of its own
       // The buttons go when the window closes: the server would refuse them then.
       const left = message.ts + chat.windowMs - Date.now();
       setTimeout(() => bar.remove(), Math.max(0, Math.min(left, 2 ** 31 - 1)));

@@ -18,7 +18,35 @@
     return { text, href: url.href };
   }
 
-  function tokens(text) {
+  // `@name` for the reader's own name (any case, not inside a longer word): highlighted for them.
+  function mentionPattern(name) {
+    const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return new RegExp(`(?<![\\p{L}\\p{N}_@])@${escaped}(?![\\p{L}\\p{N}_])`, "giu");
+  }
+
+  function withMentions(list, name) {
+    if (!name || !name.trim()) return list;
+    const pattern = mentionPattern(name);
+    return list.flatMap((token) => {
+      if (token.kind !== "text") return [token];
+      const out = [];
+      let at = 0;
+      for (const match of token.text.matchAll(pattern)) {
+        if (match.index > at) out.push({ kind: "text", text: token.text.slice(at, match.index) });
+        out.push({ kind: "mention", text: match[0] });
+        at = match.index + match[0].length;
+      }
+      if (at < token.text.length) out.push({ kind: "text", text: token.text.slice(at) });
+      return out;
+    });
+  }
+
+  // `me`: the reader's display name, to mark where the text mentions them (optional).
+  function tokens(text, me) {
+    return withMentions(split(text), me);
+  }
+
+  function split(text) {
     const out = [];
     let at = 0;
     const plain = (end) => { if (end > at) out.push({ kind: "text", text: text.slice(at, end) }); };

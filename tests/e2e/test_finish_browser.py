@@ -115,12 +115,21 @@ def test_rich_text_renders_and_nothing_typed_becomes_markup(
     assert dialogs == []
 
 
-def test_the_phone_layout_has_a_one_line_header_and_a_drawer(demo_url: str, browser: Browser) -> None:
+def test_the_phone_layout_has_a_one_line_header_and_a_drawer(demo_url: str, browser: Browser,
+                                                            contexts: Callable[[], BrowserContext]) -> None:
+    # The screenshots in docs/ and the README: a short conversation in a room of its own.
+    ann = sign_in(contexts(), demo_url, "ann")
+    ann.goto(f"{demo_url}/chat/design")
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     context.set_default_timeout(TIMEOUT)
     try:
         page = sign_in(context, demo_url, "phoebe")
-        say(page, "On the phone: the header is one line, rooms and people are in the drawer.")
+        page.goto(f"{demo_url}/chat/design")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        say(ann, "Morning! The *new* sign-in page is on https://example.com/preview")
+        say(ann, "@phoebe can you try it on your phone? Start it with `./dev demo`")
+        say(page, "On it: the header stays one line, rooms and people fold into the drawer.")
+        expect(page.locator("#messages li.message:not(.pending)")).to_have_count(3)
         header = page.locator(".topbar").bounding_box()
         assert header is not None and header["height"] < 56
         expect(page.locator("#sidebar")).to_be_hidden()
@@ -142,6 +151,10 @@ def test_the_phone_layout_has_a_one_line_header_and_a_drawer(demo_url: str, brow
     desktop.set_default_timeout(TIMEOUT)
     try:
         page = sign_in(desktop, demo_url, "phoebe")
+        page.goto(f"{demo_url}/chat/design")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        say(ann, "Looks good here too. Shipping it after lunch.")
+        expect(page.locator("#messages li.message")).to_have_count(4)
         expect(page.get_by_role("button", name="Rooms and people")).to_be_hidden()
         expect(page.locator("#sidebar")).to_be_visible()
         header = page.locator(".topbar").bounding_box()
