@@ -1,15 +1,22 @@
-"""Editing and deleting one's own message in a real browser: the other user sees both live and after a
-reload; nobody gets Edit or Delete on another user's message."""
+"""Editing and deleting one's own message in a real browser: the other user sees both live, after a reload,
+on a second instance (over Redis) and after a reconnect that resumes; nobody gets Edit or Delete on another
+user's message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.e2e.conftest import TIMEOUT
 from tests.e2e.test_browser import message, say, sign_in
+from tests.processes import wait_until_answers
+from tests.test_scale_out import Cluster
 
 pytestmark = pytest.mark.browser
 
@@ -57,3 +64,61 @@ def test_edit_and_delete_reach_the_other_user_live_and_after_a_reload(
     expect(message(bob, "ann", "the typo, fixed").locator(".edited")).to_have_count(1)
     expect(message(bob, "ann", "message deleted")).to_have_count(1)
     expect(bob.locator("#messages", has_text="teh typo")).to_have_count(0)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[Cluster]:
+    """The provider and two gateway instances over one Redis (tests/test_scale_out.py's Cluster)."""
+    cluster = Cluster(tmp_path, redis_url, redis_prefix)
+    cluster.env["GATEWAY_PROVIDERS__DEMO__TITLE"] = "Demo provider"
+    try:
+        cluster.start_provider()
+        cluster.start_gateway("a")
+        cluster.start_gateway("b")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def start_again(cluster: Cluster, name: str) -> None:
+    """A new process for instance `name`, on its old address."""
+    url = cluster.urls[name]
+    log = cluster.workdir / f"{name}.log"
+    with log.open("ab") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", url.rsplit(":", 1)[1]],
+                                   cwd=cluster.workdir, env=cluster.env | {"GATEWAY_PUBLIC_URL": url},
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    cluster.processes[name] = process
+    wait_until_answers(f"{url}/healthz", process, log)
+
+
+def test_changes_reach_a_second_instance_and_a_page_that_reconnects(
+        cluster: Cluster, contexts: Callable[[], BrowserContext]) -> None:
+    ann, bob = sign_in(contexts(), cluster.urls["a"], "ann"), sign_in(contexts(), cluster.urls["b"], "bob")
+    say(ann, "first draft")
+    say(ann, "second thought")
+    expect(message(bob, "ann", "second thought")).to_have_count(1)
+    first = message(ann, "ann", "first draft")
+    first.hover()
+    first.get_by_role("button", name="Edit").click()
+    ann.get_by_role("textbox", name="Edit your message").fill("final draft")
+    ann.get_by_role("textbox", name="Edit your message").press("Enter")
+    expect(message(bob, "ann", "final draft").locator(".edited")).to_have_count(1)  # from instance a to b
+
+    # Bob's instance freezes, so it hears nothing of the delete, and dies frozen: it never tells bob.
+    cluster.processes["b"].send_signal(signal.SIGSTOP)
+    try:
+        ann.once("dialog", lambda dialog: dialog.accept())
+        second = message(ann, "ann", "second thought")
+        second.hover()
+        second.get_by_role("button", name="Delete").click()
+        expect(message(ann, "ann", "message deleted")).to_have_count(1)
+    finally:
+        cluster.kill("b")
+    expect(bob.locator("#status")).not_to_have_attribute("data-state", "live")
+    expect(message(bob, "ann", "second thought")).to_have_count(1)
+    start_again(cluster, "b")
+    # bob's page reconnects with ?after=<its newest id>: the delete of a message it holds comes with the resume.
+    expect(bob.locator("#status")).to_have_attribute("data-state", "live", timeout=30_000)
+    expect(message(bob, "ann", "message deleted")).to_have_count(1)
+    expect(bob.locator("#messages", has_text="second thought")).to_have_count(0)
