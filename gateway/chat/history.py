@@ -239,14 +239,17 @@ class SqliteHistory:
     def _rooms(self, user_id: str, name: str) -> list[RoomSummary]:
         db = self._conn()
         since = int(self._clock() * 1000) - RECENT_MS
-        newest = []
-        for (room,) in db.execute("SELECT room FROM rooms").fetchall():
-            row = db.execute("SELECT body, ms FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC LIMIT 1",
-                             (room,)).fetchone()
-            if row is not None and row[1] >= since:
-                newest.append((row[1], room, json.loads(row[0])))
+        # One index seek per room, in one statement; then the bodies of the few listed only.
+        active = db.execute(
+            "SELECT room FROM (SELECT room, "
+            "(SELECT ms FROM messages m WHERE m.room = r.room ORDER BY ms DESC, seq DESC LIMIT 1) AS ms, "
+            "(SELECT seq FROM messages m WHERE m.room = r.room ORDER BY ms DESC, seq DESC LIMIT 1) AS seq "
+            "FROM rooms r) WHERE ms >= ? ORDER BY ms DESC, seq DESC LIMIT ?",
+            (since, MAX_ROOMS)).fetchall()
         found = []
-        for _, room, last in sorted(newest, key=lambda entry: entry[0], reverse=True)[:MAX_ROOMS]:
+        for (room,) in active:
+            last = json.loads(db.execute("SELECT body FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC "
+                                         "LIMIT 1", (room,)).fetchone()[0])
             read = db.execute("SELECT ms, seq FROM reads WHERE user_id = ? AND room = ?", (user_id, room)).fetchone()
             ms, seq = read if read is not None else (-1, -1)
             rows = db.execute("SELECT body FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) "

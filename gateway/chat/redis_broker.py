@@ -186,6 +186,7 @@ class RedisBroker:
                 raise refusal or StoreUnavailable("history limits: unexpected answer")
             message_id = _decode(message_id)
             if fresh:
+                await redis_rooms.touch(self, room, int(message_id.split("-")[0]))
                 return Stored({"type": "message", "id": message_id, "room": room, "user": user, "text": text,
                                "ts": int(message_id.split("-")[0]),
                                **({"client_id": client_id} if client_id is not None else {})}, duplicate=False)

@@ -1,6 +1,7 @@
 """The room list over Redis (gateway.chat.rooms): the last id each user read per room, in a hash per
-user (`<prefix>read:<user id>`, room -> id, expiring 90 days after the last read), and the rooms from the
-broker's own `<prefix>rooms` hash (bounded by GATEWAY_HISTORY_MAX_ROOMS)."""
+user (`<prefix>read:<user id>`, room -> id, expiring 90 days after the last read), and the rooms by their
+last message in a sorted set (`<prefix>active`, room -> ms; as many as the broker's `<prefix>rooms` hash,
+which GATEWAY_HISTORY_MAX_ROOMS bounds)."""
 
 from __future__ import annotations
 
@@ -43,11 +44,16 @@ async def mark_read(broker: RedisBroker, user_id: str, room: str, message_id: st
         raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
 
 
+async def touch(broker: RedisBroker, room: str, ms: int) -> None:
+    """A message was stored in `room` at `ms` (after the broker's publish)."""
+    await broker.redis.zadd(f"{broker.prefix}active", {room: ms}, gt=True)
+
+
 async def rooms(broker: RedisBroker, user_id: str, name: str) -> list[RoomSummary]:
     since = int(broker._clock() * 1000) - RECENT_MS
     try:
-        names = sorted(name_.decode() if isinstance(name_, bytes) else str(name_)
-                       for name_ in await broker.redis.hkeys(f"{broker.prefix}rooms"))
+        names = [entry.decode() if isinstance(entry, bytes) else str(entry) for entry in
+                 await broker.redis.zrevrangebyscore(f"{broker.prefix}active", "+inf", since, start=0, num=MAX_ROOMS)]
         async with broker.redis.pipeline(transaction=False) as pipe:
             for room in names:
                 pipe.xrevrange(f"{broker.prefix}room:{room}", "+", "-", count=1)
@@ -55,7 +61,7 @@ async def rooms(broker: RedisBroker, user_id: str, name: str) -> list[RoomSummar
         active = [(room, broker._message(room, *entries[0])) for room, entries in zip(names, newest, strict=True)
                   if entries]
         active = sorted([(room, last) for room, last in active if last["ts"] >= since],
-                        key=lambda pair: pair[1]["ts"], reverse=True)[:MAX_ROOMS]
+                        key=lambda pair: parse_id(pair[1]["id"]), reverse=True)[:MAX_ROOMS]
         reads = await broker.redis.hmget(_reads(broker, user_id), [room for room, _ in active]) if active else []
         found = []
         for (room, last), read in zip(active, reads, strict=True):
