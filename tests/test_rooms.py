@@ -98,3 +98,20 @@ def test_get_rooms_lists_only_rooms_the_user_may_enter(idp: FakeIdP, make_settin
         assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
         [lobby] = answer.json()["rooms"]
         assert (lobby["name"], lobby["unread"]) == ("lobby", 2) and isinstance(lobby["last_ts"], int)
+
+
+def test_a_users_read_marks_older_than_90_days_are_forgotten(tmp_path: Path) -> None:
+    import sqlite3
+
+    from gateway.chat.rooms import READS_SCHEMA, sqlite_mark_read
+
+    db = sqlite3.connect(tmp_path / "reads.sqlite3")
+    db.executescript(READS_SCHEMA)
+    day = 86_400_000
+    sqlite_mark_read(db, "idp:bob", "old", (1_000 * day, 0))
+    sqlite_mark_read(db, "idp:ann", "old", (1_000 * day, 0))
+    sqlite_mark_read(db, "idp:bob", "new", (1_089 * day, 0))
+    assert db.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 3  # 89 days: kept
+    sqlite_mark_read(db, "idp:bob", "new", (1_091 * day, 0))
+    assert sorted(db.execute("SELECT user_id, room FROM reads").fetchall()) == [
+        ("idp:ann", "old"), ("idp:bob", "new")]  # only bob's own old mark went

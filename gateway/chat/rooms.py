@@ -53,8 +53,13 @@ def summary(room: str, last: dict[str, Any], unread: list[dict[str, Any]], user_
                        any(mentions(message["text"], name) for message in theirs))
 
 
+READ_KEPT_MS = 90 * 86_400_000  # a mark older than this is forgotten (its room shows as unread again)
+
+
 def sqlite_mark_read(db: sqlite3.Connection, user_id: str, room: str, key: tuple[int, int]) -> None:
-    """Keep the newest id read: a tab that was behind never moves the mark back."""
+    """Keep the newest id read: a tab that was behind never moves the mark back. This user's marks older
+    than 90 days go meanwhile, so the table holds about one row per user and room in use."""
+    db.execute("DELETE FROM reads WHERE user_id = ? AND ms < ?", (user_id, key[0] - READ_KEPT_MS))
     db.execute("INSERT INTO reads (user_id, room, ms, seq) VALUES (?, ?, ?, ?) ON CONFLICT(user_id, room) DO "
                "UPDATE SET ms = excluded.ms, seq = excluded.seq WHERE excluded.ms > reads.ms OR "
                "(excluded.ms = reads.ms AND excluded.seq > reads.seq)", (user_id, room, *key))

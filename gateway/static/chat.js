@@ -586,6 +586,9 @@
     }));
     const total = roomList.reduce((sum, entry) => sum + (entry.name === room ? 0 : entry.unread), 0) + unseenHere;
     document.title = `${total ? `(${total}) ` : ""}#${room} — gateway`;
+    // On a phone the list is in the drawer: its button carries the count.
+    $("drawer-toggle").dataset.unread = total ? (total >= 100 ? "99+" : String(total)) : "";
+    $("drawer-toggle").setAttribute("aria-label", total ? `Rooms and people, ${total} unread` : "Rooms and people");
   }
 
   // This room is read up to lastId while the tab is visible; told to the server at most once a second.
