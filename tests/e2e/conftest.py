@@ -6,6 +6,7 @@ Never runs `playwright install`: the browser is the system one at /usr/bin/chrom
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,16 @@ def browser(demo_url: str) -> Iterator[Browser]:
             chromium.close()
 
 
+OUTSIDE = re.compile(r"^(?!(?:https?|wss?)://127\.0\.0\.1[:/])[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def stay_on_loopback(context: BrowserContext) -> None:
+    """Tests never reach the internet: a request for anything but 127.0.0.1 fails in the browser (the
+    provider `python -m oidc_provider_mock` runs with its own pages, which link a CDN stylesheet). The
+    request is still seen by listeners, so a test can assert there was none."""
+    context.route(OUTSIDE, lambda route: route.abort())
+
+
 @pytest.fixture
 def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
     """A factory of isolated browser contexts (separate cookie jars), all closed after the test."""
@@ -134,6 +145,7 @@ def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
     def new_context() -> BrowserContext:
         context = browser.new_context()
         context.set_default_timeout(TIMEOUT)
+        stay_on_loopback(context)
         opened.append(context)
         return context
 

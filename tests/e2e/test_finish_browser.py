@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Response, expect
 
-from tests.e2e.conftest import TIMEOUT
+from tests.e2e.conftest import TIMEOUT, stay_on_loopback
 from tests.e2e.test_browser import say, sign_in
 
 pytestmark = pytest.mark.browser
@@ -122,6 +122,7 @@ def test_the_phone_layout_has_a_one_line_header_and_a_drawer(demo_url: str, brow
     ann.goto(f"{demo_url}/chat/design")
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     context.set_default_timeout(TIMEOUT)
+    stay_on_loopback(context)
     try:
         page = sign_in(context, demo_url, "phoebe")
         page.goto(f"{demo_url}/chat/design")
@@ -149,6 +150,7 @@ def test_the_phone_layout_has_a_one_line_header_and_a_drawer(demo_url: str, brow
         context.close()
     desktop = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
     desktop.set_default_timeout(TIMEOUT)
+    stay_on_loopback(desktop)
     try:
         page = sign_in(desktop, demo_url, "phoebe")
         page.goto(f"{demo_url}/chat/design")

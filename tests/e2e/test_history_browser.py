@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Page, WebSocketRoute, expect
 
-from tests.e2e.conftest import TIMEOUT, running_demo
+from tests.e2e.conftest import TIMEOUT, running_demo, stay_on_loopback
 from tests.e2e.test_browser import sign_in
 from tests.e2e.test_outbox_browser import shown_texts, submit_all
 
@@ -68,6 +68,7 @@ def test_day_separators_and_full_dates_on_hover(demo_url: str, browser: object) 
     assert isinstance(browser, Browser)
     context = browser.new_context(locale="en-GB", timezone_id="UTC")
     context.set_default_timeout(TIMEOUT)
+    stay_on_loopback(context)
     try:
         page = sign_in(context, demo_url, "zoe")
         day = 86_400_000

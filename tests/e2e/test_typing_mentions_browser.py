@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.conftest import TIMEOUT
+from tests.e2e.conftest import TIMEOUT, stay_on_loopback
 from tests.e2e.test_browser import message, say, sign_in
 
 pytestmark = pytest.mark.browser
@@ -42,6 +42,7 @@ def two(browser: Browser) -> Iterator[tuple[BrowserContext, BrowserContext]]:
     made = [browser.new_context(permissions=["notifications"]) for _ in range(2)]
     for context in made:
         context.set_default_timeout(TIMEOUT)
+        stay_on_loopback(context)
         context.add_init_script(PAGE_HOOKS)
     yield made[0], made[1]
     for context in made:
