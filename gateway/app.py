@@ -102,6 +102,7 @@ def build_gateway(settings: Settings, http: httpx.AsyncClient, home: str = DEFAU
             history_on_join=settings.history_on_join, history_page=settings.history_page,
             outbox_size=settings.send_queue_size, outbox_bytes=settings.send_queue_bytes,
             message_rate=settings.message_rate, message_burst=settings.message_burst,
+            edit_window=float(settings.edit_window),
             user_resume_rate=settings.resume_rate, user_resume_burst=settings.resume_burst,
             user_resume_bytes=float(settings.resume_byte_rate))),
         allowed_origins=frozenset({public_origin, *settings.allowed_origins}),
@@ -137,7 +138,7 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     """The gateway's own app (`gateway serve`, `gateway demo`): the library's pieces (gateway.library),
     every router, security headers on every answer, and the access log."""
     from gateway.library import Gateway as Library
-    from gateway.routes import auth, check
+    from gateway.routes import assets, auth, check, error_pages
 
     library = Library(settings, http=http)
     app = FastAPI(title="gateway", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -150,4 +151,6 @@ def create_app(settings: Settings, http: httpx.AsyncClient | None = None) -> Fas
     app.include_router(library.auth_router)
     app.include_router(check.router)
     app.include_router(library.chat_router)
+    app.include_router(assets.router)
+    error_pages.install(app)
     return app

@@ -28,7 +28,7 @@ from gateway.security import current_principal
 from gateway.sessions import LoginStateMiddleware
 
 # The paths of the gateway's own routers: in an app of yours the security headers go on these only.
-OWN_PATHS = ("/login", "/logout", "/auth", "/chat", "/static", "/healthz", "/readyz", "/metrics")
+OWN_PATHS = ("/login", "/logout", "/auth", "/chat", "/rooms", "/static", "/healthz", "/readyz", "/metrics")
 
 
 class Gateway:
@@ -155,10 +155,11 @@ class Gateway:
 
     @cached_property
     def chat_router(self) -> APIRouter:
-        """The chat: GET /chat, /chat/{room} (pages) and WS /ws/{room} (docs/protocol.md). Needs auth_router."""
-        from gateway.routes import chat
+        """The chat: GET /chat, /chat/{room} (pages), GET /rooms and WS /ws/{room} (docs/protocol.md). Needs
+        auth_router."""
+        from gateway.routes import chat, rooms
 
-        return _bundle(chat.router)
+        return _bundle(chat.router, rooms.router)
 
     @cached_property
     def ops_router(self) -> APIRouter:

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     resume_byte_rate: int = Field(default=1 << 20, ge=64 * 1024)
     message_rate: float = Field(default=5.0, gt=0)
     message_burst: int = Field(default=10, gt=0)
+    edit_window: int = Field(default=900, ge=0)  # seconds; 0: messages cannot be edited or deleted
     max_sockets_per_user: int = Field(default=10, gt=0)
     idle_timeout: float = Field(default=0.0, ge=0)
     ws_ping_interval: float = Field(default=20.0, gt=0)

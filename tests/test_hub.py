@@ -711,3 +711,36 @@ async def test_history_bytes_are_counted_across_restarts_and_pruning(tmp_path: P
             await again.append("other", user("a"), "y" * 1000, None)
     finally:
         await again.close()
+
+
+@pytest.mark.anyio
+async def test_a_refused_message_names_its_client_id_and_when_to_send_it_again(tmp_path: Path) -> None:
+    hub = await make_hub(tmp_path / "h.sqlite3", message_rate=4, message_burst=1)
+    try:
+        member = hub.member("r", user("ann"))
+        await hub.join(member)
+        frames(member)
+        await hub.post(member, "first", "c1")
+        await hub.post(member, "second", "c2")
+        [refused] = of_type(member, "error")
+        assert {k: v for k, v in refused.items() if k != "retry_after"} == {
+            "type": "error", "code": "rate_limited", "client_id": "c2",
+            "message": "slow down: too many messages; send it again later"}
+        assert 1 <= refused["retry_after"] <= 250  # ms until the bucket (4 a second) holds one again
+        await asyncio.sleep(refused["retry_after"] / 1000)  # the buckets run on the monotonic clock
+        await hub.post(member, "second", "c2")  # the resend, same client_id
+        assert [f["client_id"] for f in of_type(member, "ack")] == ["c2"]
+        assert [m["text"] for m in (await hub.broker.page("r", None, 10)).messages] == ["first", "second"]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ('{"type":"message","text":"' + "x" * 2001 + '","client_id":"big"}', "too_big"),
+    ('{"type":"message","text":" ","client_id":"big"}', "bad_frame"),
+    ('{"type":"message","text":"\\ud800","client_id":"big"}', "bad_frame"),
+])
+def test_a_message_refused_by_its_frame_names_its_client_id(text: str, code: str) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_frame(text)
+    assert (info.value.code, info.value.client_id) == (code, "big")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.chat.edits import Change
 from gateway.chat.history import Page, SqliteHistory, Stored, TextPage
+from gateway.chat.rooms import RoomSummary
 
 Event = dict[str, Any]
 Deliver = Callable[[Event], None]
@@ -32,6 +34,26 @@ class Broker(Protocol):
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         """`page(room, after, limit)` with each message as its JSON text (a resume's history frames)."""
+        ...
+
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        """The newest `limit` messages older than `before`, oldest first (`truncated`: older ones exist)."""
+        ...
+
+    async def change(self, room: str, change: Change) -> None:
+        """Edit or delete a message (EditRefused when not allowed), then deliver the change to every instance."""
+        ...
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
+        """The changes logged from `after` on (gateway.chat.edits), oldest first: for a resuming client."""
+        ...
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        """The user has read `room` up to `message_id` (never moves back)."""
+        ...
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        """Rooms with recent messages, newest first, with this user's unread counts (gateway.chat.rooms)."""
         ...
 
     async def present(self, room: str) -> list[dict[str, str]]:
@@ -85,6 +107,21 @@ class MemoryBroker:
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         return await self.history.page_text(room, after, limit)
+
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        return await self.history.page_before(room, before, limit)
+
+    async def change(self, room: str, change: Change) -> None:
+        self._deliver(await self.history.change(room, change))
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
+        return await self.history.changes_since(room, after, limit)
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        await self.history.mark_read(user_id, room, message_id)
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        return await self.history.rooms(user_id, name)
 
     async def present(self, room: str) -> list[dict[str, str]]:
         return [entry[0] for entry in self._present.get(room, {}).values()]

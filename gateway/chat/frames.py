@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +14,13 @@ MAX_CLIENT_ID_CHARS = 64
 class FrameError(Exception):
     """A frame the server cannot use. `close_code` set: the connection ends; else an `error` frame."""
 
-    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+    def __init__(self, code: str, message: str, close_code: int | None = None,
+                 client_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.close_code = close_code
+        self.client_id = client_id  # the refused message's, when it had a valid one: the client marks it
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,34 @@ class Ping:
     pass
 
 
-ClientFrame = SendMessage | Resume | Ping
+@dataclass(frozen=True)
+class Older:
+    """`history {before}`: the page of messages just older than `before`."""
+
+    before: str
+
+
+@dataclass(frozen=True)
+class Edit:
+    """`edit {id, text}` (text: the new text) or `delete {id}` (text None): one's own message, within the window."""
+
+    id: str
+    text: str | None
+
+
+@dataclass(frozen=True)
+class Read:
+    """`read {id}`: the user has seen the room up to this message (unread counts, gateway.chat.rooms)."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class Typing:
+    """`typing`: the user is typing in this room now (told to the others, never stored)."""
+
+
+ClientFrame = SendMessage | Resume | Ping | Older | Edit | Read | Typing
 
 
 def _unicode(value: str, field: str) -> str:
@@ -56,6 +86,14 @@ def _client_id(value: Any) -> str | None:
     return _unicode(value, "client_id")
 
 
+def _text(value: Any, kind: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FrameError("bad_frame", f'"{kind}" needs a non-empty "text"')
+    if len(value) > MAX_TEXT_CHARS:
+        raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
+    return _unicode(value, "text")
+
+
 def decode_frame(text: str) -> ClientFrame:
     try:
         data = json.loads(text)
@@ -71,14 +109,34 @@ def decode_frame(text: str) -> ClientFrame:
         if not isinstance(after, str) or not after:
             raise FrameError("bad_frame", '"resume" needs "after": the last message id you have')
         return Resume(_unicode(after, "after"))
+    if kind == "history":
+        before = data.get("before")
+        if not isinstance(before, str) or not before:
+            raise FrameError("bad_frame", '"history" needs "before": the oldest message id you have')
+        return Older(_unicode(before, "before"))
+    if kind == "typing":
+        return Typing()
+    if kind == "read":
+        message_id = data.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            raise FrameError("bad_frame", '"read" needs "id": the newest message id you have shown')
+        return Read(_unicode(message_id, "id"))
+    if kind in ("edit", "delete"):
+        message_id = data.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            raise FrameError("bad_frame", f'"{kind}" needs "id": the id of your message')
+        if kind == "delete":
+            return Edit(_unicode(message_id, "id"), None)
+        return Edit(_unicode(message_id, "id"), _text(data.get("text"), kind))
     if kind == "message":
-        message_text = data.get("text")
-        if not isinstance(message_text, str) or not message_text.strip():
-            raise FrameError("bad_frame", '"message" needs a non-empty "text"')
-        if len(message_text) > MAX_TEXT_CHARS:
-            raise FrameError("too_big", f"text is limited to {MAX_TEXT_CHARS} characters")
-        return SendMessage(_unicode(message_text, "text"), _client_id(data.get("client_id")))
-    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; expected message, resume or ping")
+        client_id = _client_id(data.get("client_id"))
+        try:
+            return SendMessage(_text(data.get("text"), kind), client_id)
+        except FrameError as exc:
+            exc.client_id = client_id
+            raise
+    raise FrameError("bad_frame", f"unknown frame type {kind[:32]!r}; "
+                                  "expected message, edit, delete, read, typing, resume, history or ping")
 
 
 # One encoder for every frame: json.dumps with arguments builds a new JSONEncoder on each call.
@@ -89,5 +147,18 @@ def encode(frame: dict[str, Any]) -> str:
     return _encoder.encode(frame)
 
 
-def error_frame(code: str, message: str) -> str:
-    return encode({"type": "error", "code": code, "message": message})
+def error_frame(code: str, message: str, client_id: str | None = None) -> str:
+    """`client_id`: the refused message's (docs/protocol.md), so a client knows which one to mark or resend."""
+    frame = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return encode(frame)
+
+
+def rate_limited(message: str, retry_after: float, client_id: str | None = None) -> str:
+    """`retry_after`: seconds, sent as whole milliseconds (at least 1); `client_id`: the refused message's."""
+    frame: dict[str, object] = {"type": "error", "code": "rate_limited", "message": message,
+                                "retry_after": max(1, math.ceil(retry_after * 1000))}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return encode(frame)

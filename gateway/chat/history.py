@@ -10,13 +10,16 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.chat.edits import EDITS_SCHEMA, Change, apply_in_sqlite, changes_since
 from gateway.chat.quota import HistoryQuota, RoomLedger
+from gateway.chat.rooms import MAX_ROOMS, READS_SCHEMA, RECENT_MS, UNREAD_CAP, RoomSummary, sqlite_mark_read, summary
 from gateway.errors import GatewayError
 
 T = TypeVar("T")
@@ -81,6 +84,18 @@ class TextPage:
     ids: list[str]  # each body's id, in order
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed when the block ends, rolled back when it raises (HistoryFull...)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SqliteHistory:
     def __init__(self, path: str | Path, limit_per_room: int = 10_000,
                  clock: Callable[[], float] = time.time, quota: HistoryQuota | None = None) -> None:
@@ -107,6 +122,8 @@ class SqliteHistory:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
+        db.executescript(EDITS_SCHEMA)
+        db.executescript(READS_SCHEMA)
         self.ledger.open(db)
         row = db.execute("SELECT ms, seq FROM messages ORDER BY ms DESC, seq DESC LIMIT 1").fetchone()
         if row:
@@ -142,19 +159,14 @@ class SqliteHistory:
             message["client_id"] = client_id
         body = json.dumps(message, ensure_ascii=False)
         size = len(body.encode())
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             # HistoryFull from either: rolled back, nothing stored.
             self.ledger.admit(db, room, user["id"], ms)
             db.execute("INSERT INTO messages (room, ms, seq, user_id, body, client_id) VALUES (?, ?, ?, ?, ?, ?)",
                        (room, ms, seq, user["id"], body, client_id))
             size -= self._prune(db, room)
             self.ledger.grow(db, room, size)
-            db.execute("COMMIT")
-            self.ledger.committed(size)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        self.ledger.committed(size)
         return Stored(message, duplicate=False)
 
     def _prune(self, db: sqlite3.Connection, room: str) -> int:
@@ -197,6 +209,67 @@ class SqliteHistory:
         # The resume point is gone when messages after it were dropped to keep the room bounded.
         truncated = pruned is not None and tuple(pruned) > after
         return Page([json.loads(r[0]) for r in rows[:limit]], truncated, more=len(rows) > limit)
+
+    async def change(self, room: str, change: Change) -> dict[str, Any]:
+        """Edit or delete a message (gateway.chat.edits): the event to deliver, or EditRefused."""
+        key = parse_id(change.message_id)
+        return await self._run(lambda: self._change(room, key, change))
+
+    def _change(self, room: str, key: tuple[int, int], change: Change) -> dict[str, Any]:
+        db = self._conn()
+        log_id = self._next_id()
+        with _transaction(db):
+            event, added = apply_in_sqlite(db, room, key, change, log_id[0], log_id, self.limit)
+            self.ledger.grow(db, room, added)
+        self.ledger.committed(added)
+        return event
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[dict[str, Any]]:
+        after_pair = parse_id(after)
+        return await self._run(lambda: changes_since(self._conn(), room, after_pair, limit))
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        key = parse_id(message_id)
+        await self._run(lambda: sqlite_mark_read(self._conn(), user_id, room, key))
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        """The rooms with messages in the last 30 days, newest first, with this user's unread counts."""
+        return await self._run(lambda: self._rooms(user_id, name))
+
+    def _rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        db = self._conn()
+        since = int(self._clock() * 1000) - RECENT_MS
+        # One index seek per room, in one statement; then the bodies of the few listed only.
+        active = db.execute(
+            "SELECT room FROM (SELECT room, "
+            "(SELECT ms FROM messages m WHERE m.room = r.room ORDER BY ms DESC, seq DESC LIMIT 1) AS ms, "
+            "(SELECT seq FROM messages m WHERE m.room = r.room ORDER BY ms DESC, seq DESC LIMIT 1) AS seq "
+            "FROM rooms r) WHERE ms >= ? ORDER BY ms DESC, seq DESC LIMIT ?",
+            (since, MAX_ROOMS)).fetchall()
+        found = []
+        for (room,) in active:
+            last = json.loads(db.execute("SELECT body FROM messages WHERE room = ? ORDER BY ms DESC, seq DESC "
+                                         "LIMIT 1", (room,)).fetchone()[0])
+            read = db.execute("SELECT ms, seq FROM reads WHERE user_id = ? AND room = ?", (user_id, room)).fetchone()
+            ms, seq = read if read is not None else (-1, -1)
+            rows = db.execute("SELECT body FROM messages WHERE room = ? AND (ms > ? OR (ms = ? AND seq > ?)) "
+                              "ORDER BY ms, seq LIMIT ?", (room, ms, ms, seq, UNREAD_CAP)).fetchall()
+            found.append(summary(room, last, [json.loads(r[0]) for r in rows], user_id, name))
+        return found
+
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        """The newest `limit` messages older than `before`, oldest first; `truncated`: older ones exist (kept or
+        dropped) than this page."""
+        before_pair = parse_id(before)
+        return await self._run(lambda: self._page_before(room, before_pair, limit))
+
+    def _page_before(self, room: str, before: tuple[int, int], limit: int) -> Page:
+        db = self._conn()
+        pruned = db.execute("SELECT 1 FROM pruned WHERE room = ?", (room,)).fetchone()
+        rows = db.execute(
+            "SELECT body FROM messages WHERE room = ? AND (ms < ? OR (ms = ? AND seq < ?)) "
+            "ORDER BY ms DESC, seq DESC LIMIT ?", (room, before[0], before[0], before[1], limit + 1)).fetchall()
+        return Page([json.loads(r[0]) for r in reversed(rows[:limit])], len(rows) > limit or pruned is not None)
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         after_pair = parse_id(after)

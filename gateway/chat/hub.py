@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.chat.backlog import HistoryBacklog
 from gateway.chat.broker import Broker, Event
-from gateway.chat.frames import encode, error_frame
-from gateway.chat.history import Page, StoreUnavailable, parse_id
+from gateway.chat.frames import encode, error_frame, rate_limited
+from gateway.chat.handlers import FrameHandlers, valid_id
+from gateway.chat.history import Page, StoreUnavailable
 from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
 from gateway.chat.quota import HistoryFull
@@ -50,6 +50,11 @@ class HubLimits:
     user_resume_bytes: float = float(1 << 20)  # bytes of resumed history per second per user (4 times that at once)
     presence_settle: float = 0.2  # seconds of quiet before a room's presence changes go out (0: at once)
     presence_max_wait: float = 5.0  # ... but never later than this after the first one
+    older_rate: float = 2.0  # `history {before}` pages per second per socket (and `older_burst` at once)
+    older_burst: float = 5.0
+    typing_rate: float = 0.5  # `typing` signals passed on per second per socket (more are dropped)
+    edit_window: float = 900.0  # seconds after sending that its author may edit or delete a message (0: never)
+    changes_on_resume: int = 100  # edits and deletes sent to a resuming socket, at most
 
 
 @dataclass(eq=False)
@@ -62,6 +67,9 @@ class Member:
     id: str = field(default_factory=lambda: f"c{next(_ids)}")
     strikes: int = 0  # messages refused in a row for the rate limit
     resumes: TokenBucket | None = None
+    older: TokenBucket | None = None  # `history {before}` pages
+    reads: TokenBucket | None = None  # `read` marks
+    typing: TokenBucket | None = None  # `typing` signals
     sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
     # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
     on_refresh: Callable[[str], None] | None = None
@@ -73,12 +81,7 @@ class Member:
         return self.awaiting_list or not self.presence_changes
 
 
-def rate_limited(message: str, retry_after: float) -> str:
-    return encode({"type": "error", "code": "rate_limited", "message": message,
-                   "retry_after": max(1, math.ceil(retry_after * 1000))})
-
-
-class Hub:
+class Hub(FrameHandlers):
     def __init__(self, broker: Broker, limits: HubLimits | None = None,
                  clock: Callable[[], float] = time.time, timer: Timer | None = None) -> None:
         self.broker = broker
@@ -110,7 +113,10 @@ class Hub:
     def member(self, room: str, user: dict[str, str]) -> Member:
         limits = self.limits
         return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes),
-                      resumes=TokenBucket(limits.resume_rate, limits.resume_burst))
+                      resumes=TokenBucket(limits.resume_rate, limits.resume_burst),
+                      older=TokenBucket(limits.older_rate, limits.older_burst),
+                      reads=TokenBucket(limits.older_rate, limits.older_burst),
+                      typing=TokenBucket(limits.typing_rate, 3))
 
     def sockets_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
@@ -186,26 +192,24 @@ class Hub:
                 member.outbox.close(FLOODING, "sustained flooding: wait before reconnecting")
             else:
                 member.outbox.put(rate_limited("slow down: too many messages; send it again later",
-                                               (1 - bucket.available()) / self.limits.message_rate))
+                                               (1 - bucket.available()) / self.limits.message_rate, client_id))
             return
         member.strikes = 0
         try:
             stored = await self.broker.publish(member.room, member.user, text, client_id)
         except StoreUnavailable:
-            member.outbox.put(error_frame("store_unavailable", "the message was not stored; send it again"))
+            member.outbox.put(error_frame("store_unavailable", "the message was not stored; send it again",
+                                          client_id))
             return
         except HistoryFull as exc:
-            member.outbox.put(error_frame(exc.code, exc.detail))
+            member.outbox.put(error_frame(exc.code, exc.detail, client_id))
             return
         if client_id is not None:
             # Only now: an ack means the message is stored (a resend gets the first id).
             member.outbox.put(encode({"type": "ack", "client_id": client_id, "id": stored.message["id"]}))
 
     async def resume(self, member: Member, after: str) -> None:
-        try:
-            parse_id(after)
-        except ValueError as exc:
-            member.outbox.put(error_frame("bad_frame", str(exc)))
+        if not valid_id(member, after):
             return
         own = member.resumes
         if own is not None and not own.take():
@@ -221,6 +225,7 @@ class Hub:
             current.restart(after)
         else:
             member.outbox.send_backlog(self._backlog(member, after))
+        await self.send_changes(member, after)
 
     def _backlog(self, member: Member, after: str, then: str | None = None) -> Backlog:
         return HistoryBacklog(self.broker, member.room, after, self.limits.history_page,
@@ -297,6 +302,8 @@ class Hub:
             return
         if kind == "message":
             self.tails.add(event)
+        elif kind in ("edit", "delete"):
+            self.tails.change(event)
         self._fan_out(room, event)
 
     def _fan_out(self, room: str, event: Event) -> None:

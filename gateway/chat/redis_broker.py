@@ -24,7 +24,9 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from gateway.chat import redis_edits, redis_rooms
 from gateway.chat.broker import Deliver, Event
+from gateway.chat.edits import Change
 from gateway.chat.frames import encode
 from gateway.chat.history import Page, Stored, StoreUnavailable, TextPage, parse_id
 from gateway.chat.quota import HistoryQuota
@@ -33,6 +35,7 @@ from gateway.chat.redis_replicas import ReplicatedWrites
 from gateway.chat.redis_scripts import CLAIM_ROOM, ENTER, EXIT, PUBLISH, PUBLISH_IN_ROOM
 from gateway.chat.redis_shards import ShardedReader
 from gateway.chat.redis_streams import StreamReader
+from gateway.chat.rooms import RoomSummary
 from gateway.redis_connect import REDIS_ERRORS, close, connect, decoded
 from gateway.redis_url import parse_redis_url
 
@@ -68,6 +71,7 @@ class RedisBroker:
         self._claimed: set[str] = set()  # cluster: rooms known to count against the history limits
         self._enter = self.redis.register_script(ENTER)
         self._exit = self.redis.register_script(EXIT)
+        self.change_script = self.redis.register_script(redis_edits.CHANGE)
         self._positions: dict[str, str] = {}  # stream key -> last id delivered on this instance
         self._rooms: dict[str, int] = {}  # local sockets per room
         self._mine: dict[str, tuple[str, dict[str, str]]] = {}  # presence member -> (room, user)
@@ -160,6 +164,7 @@ class RedisBroker:
             self._refuse_over_limits((fresh, message_id))
             message_id = decoded(message_id)
             if fresh:
+                await redis_rooms.touch(self, room, int(message_id.split("-")[0]))
                 return Stored({"type": "message", "id": message_id, "room": room, "user": user, "text": text,
                                "ts": int(message_id.split("-")[0]),
                                **({"client_id": client_id} if client_id is not None else {})}, duplicate=False)
@@ -185,14 +190,40 @@ class RedisBroker:
                 entries = await self.redis.xrevrange(stream, "+", "-", count=limit + 1)
                 trimmed = await self._trimmed(stream)
                 messages = [self._message(room, i, f) for i, f in reversed(entries[:limit])]
-                return Page(messages, len(entries) > limit or trimmed is not None)
+                return Page(await redis_edits.merged(self, room, messages), len(entries) > limit or trimmed is not None)
             start = parse_id(after)
             entries = await self.redis.xrange(stream, f"({after}", "+", count=limit + 1)
             trimmed = await self._trimmed(stream)
+            messages = await redis_edits.merged(self, room, [self._message(room, i, f) for i, f in entries[:limit]])
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
         truncated = trimmed is not None and trimmed > start
-        return Page([self._message(room, i, f) for i, f in entries[:limit]], truncated, more=len(entries) > limit)
+        return Page(messages, truncated, more=len(entries) > limit)
+
+    async def page_before(self, room: str, before: str, limit: int) -> Page:
+        """Older messages (a `history {before}` frame): XREVRANGE from just below `before`."""
+        parse_id(before)
+        stream = self._stream(room)
+        try:
+            entries = await self.redis.xrevrange(stream, f"({before}", "-", count=limit + 1)
+            trimmed = await self._trimmed(stream)
+            messages = await redis_edits.merged(self, room,
+                                                [self._message(room, i, f) for i, f in reversed(entries[:limit])])
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
+        return Page(messages, len(entries) > limit or trimmed is not None)
+
+    async def change(self, room: str, change: Change) -> None:
+        await redis_edits.change(self, room, change)
+
+    async def changes_since(self, room: str, after: str, limit: int) -> list[Event]:
+        return await redis_edits.changes_since(self, room, after, limit)
+
+    async def mark_read(self, user_id: str, room: str, message_id: str) -> None:
+        await redis_rooms.mark_read(self, user_id, room, message_id)
+
+    async def rooms(self, user_id: str, name: str) -> list[RoomSummary]:
+        return await redis_rooms.rooms(self, user_id, name)
 
     async def page_text(self, room: str, after: str, limit: int) -> TextPage:
         page = await self.page(room, after, limit)

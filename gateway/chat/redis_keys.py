@@ -28,6 +28,23 @@ class RoomKeys:
     def presence(self, room: str) -> str:
         return self._room("presence", room)
 
+    def changed(self, room: str) -> str:
+        """Edits and deletes (gateway.chat.redis_edits): message id -> the fields it takes now."""
+        return self._room("changed", room)
+
+    def changes(self, room: str) -> str:
+        """The stream of a room's change events, for resuming clients."""
+        return self._room("changes", room)
+
+    def reads(self, user_id: str) -> str:
+        """A user's read marks (gateway.chat.redis_rooms): one hash per user, on any shard."""
+        return f"{self.prefix}read:{user_id}"
+
+    @property
+    def active(self) -> str:
+        """Rooms by their last message (gateway.chat.redis_rooms)."""
+        return f"{self.prefix}active"
+
     def dedupe(self, room: str, user_id: str, client_id: str | None) -> str:
         """A resend's marker: (user, client_id); in a cluster also the room, so that it shares the room's slot."""
         sent = client_id if client_id is not None else "-"

@@ -23,10 +23,24 @@ from gateway.chat.outbox import frame_size
 
 Message = dict[str, Any]
 ReadPage = Callable[[str, int], Awaitable[Page]]  # (room, limit) -> the newest `limit` messages
+ReadChanges = Callable[[], Awaitable[list[Message]]]  # a room's edits and deletes since some point
+
+
+def weight(message: Message) -> int:
+    """About the bytes a message takes in a frame: the text and the name dominate; ids, keys and
+    punctuation take about 120."""
+    return frame_size(message["text"]) + frame_size(message["user"]["name"]) + 120
 
 
 def encode_history(page: Page) -> str:
     return encode({"type": "history", "messages": page.messages, "truncated": page.truncated})
+
+
+def _fields(event: Message) -> Message:
+    """What an `edit` or `delete` event changes in a message."""
+    if event["type"] == "delete":
+        return {"text": "", "deleted": True, "deleted_at": event["deleted_at"]}
+    return {"text": event["text"], "edited_at": event["edited_at"]}
 
 
 @dataclass
@@ -38,6 +52,8 @@ class _Tail:
     ready: asyncio.Future[None] | None = None  # the fill under way: concurrent joins wait for it
     frame: str | None = None  # the `history` frame of these messages, encoded once for every join
     since: tuple[str, str] | None = None  # (after, its `history` frame): a storm's resumes share one point
+    changes: tuple[str, list[str]] | None = None  # (after, the edit and delete frames since): the same
+    changes_seen: int = 0  # edits and deletes delivered so far (a read that overlapped one is not kept)
 
 
 class RoomTails:
@@ -130,14 +146,46 @@ class RoomTails:
 
     def _keep(self, tail: _Tail, message: Message) -> None:
         tail.frame = tail.since = None
-        # The text and the name dominate; ids, keys and punctuation take about 120 bytes.
-        size = frame_size(message["text"]) + frame_size(message["user"]["name"]) + 120
+        size = weight(message)
         tail.messages.append((message, size))
         tail.bytes += size
         while tail.messages and (len(tail.messages) > self.size or tail.bytes > self.max_bytes):
             _, dropped = tail.messages.popleft()
             tail.bytes -= dropped
             tail.truncated = True
+
+    async def changes_since(self, room: str, after: str, read: ReadChanges) -> list[str]:
+        """The edit and delete frames logged since `after` (`read` asks the store), kept for the next
+        socket that resumes from the same point until the room's next edit or delete: a reconnect storm
+        reads them once per room, not once per socket."""
+        tail = self._tails.get(room)
+        if tail is not None and tail.changes is not None and tail.changes[0] == after:
+            return tail.changes[1]
+        seen = tail.changes_seen if tail is not None else -1
+        frames = [encode(event) for event in await read()]
+        tail = self._tails.get(room)
+        if tail is not None and tail.changes_seen == seen:
+            tail.changes = (after, frames)
+        return frames
+
+    def change(self, event: Message) -> None:
+        """An edit or delete delivered to this instance: the kept copy takes it (joins show it)."""
+        tail = self._tails.get(event.get("room", ""))
+        if tail is None:
+            return
+        tail.changes = None
+        tail.changes_seen += 1
+        if tail.filling is not None:
+            tail.filling = [{**kept, **_fields(event)} if kept["id"] == event["id"] else kept
+                            for kept in tail.filling]
+        for index, (message, size) in enumerate(tail.messages):
+            if message["id"] == event["id"]:
+                updated = {**message, **_fields(event)}
+                new_size = weight(updated)
+                tail.messages[index] = (updated, new_size)
+                tail.bytes += new_size - size
+                tail.frame = tail.since = None
+                return
 
     def drop(self, room: str) -> None:
         self._tails.pop(room, None)

@@ -13,7 +13,19 @@ from starlette.websockets import WebSocketDisconnect
 
 from gateway.access import ROOM_NAME
 from gateway.authenticator import Credentials
-from gateway.chat.frames import FrameError, Ping, Resume, SendMessage, decode_frame, encode, error_frame
+from gateway.chat.frames import (
+    Edit,
+    FrameError,
+    Older,
+    Ping,
+    Read,
+    Resume,
+    SendMessage,
+    Typing,
+    decode_frame,
+    encode,
+    error_frame,
+)
 from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Member
 from gateway.chat.outbox import server_frame
@@ -73,7 +85,8 @@ async def _chat_page(request: Request, room: str) -> Response:
         # "signed in as X, not allowed here: why", with a way out: log out, or sign in as someone else.
         return render(request, "error.html", 403, title="Not allowed here", message=exc.detail,
                       csrf=csrf_token(request))
-    return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request))
+    return render(request, "chat.html", user=principal, room=room, csrf=csrf_token(request),
+                  edit_window=gateway.settings.edit_window)
 
 
 async def resume_point(after: str | None = None) -> str | None:
@@ -132,6 +145,8 @@ async def chat_socket(websocket: WebSocket) -> None:
     direct = websocket.scope.get("extensions", {}).get("gateway.frame")
     try:
         await hub.join(member, after)
+        if after is not None:
+            await hub.send_changes(member, after)  # edits and deletes of messages it may hold
         if direct is not None:
             member.outbox.direct = direct["write"]
             member.outbox.flush_head()  # welcome, history, presence: one write, not three ASGI sends
@@ -249,7 +264,7 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             if exc.close_code is not None:
                 outbox.close(exc.close_code, exc.message)
             else:
-                outbox.put(error_frame(exc.code, exc.message))
+                outbox.put(error_frame(exc.code, exc.message, exc.client_id))
             continue
         if isinstance(frame, Ping):
             outbox.put(encode({"type": "pong"}))
@@ -259,6 +274,14 @@ async def _read(websocket: WebSocket, member: Member) -> None:
             await hub.resume(member, frame.after)
         elif isinstance(frame, SendMessage):
             await hub.post(member, frame.text, frame.client_id)
+        elif isinstance(frame, Older):
+            await hub.older(member, frame.before)
+        elif isinstance(frame, Edit):
+            await hub.change(member, frame.id, frame.text)
+        elif isinstance(frame, Read):
+            await hub.read(member, frame.id)
+        elif isinstance(frame, Typing):
+            await hub.typing(member)
 
 
 async def _allowed_now(websocket: WebSocket, member: Member) -> bool:

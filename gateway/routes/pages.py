@@ -22,9 +22,15 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     )
 
 
+def signed_in(request: Request) -> bool:
+    """A token cookie that opens: enough to choose a page's link (back to the chat), never to let anyone in."""
+    return gateway_of(request).token_cookie.read(request) is not None
+
+
 def error_page(request: Request, status_code: int, title: str, message: str,
                headers: dict[str, str] | None = None) -> HTMLResponse:
-    response = render(request, "error.html", status_code, title=title, message=message)
+    response = render(request, "error.html", status_code, title=title, message=message,
+                      signed_in=signed_in(request))
     if headers:
         response.headers.update(headers)
     return response

@@ -6,11 +6,13 @@ Never runs `playwright install`: the browser is the system one at /usr/bin/chrom
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,12 +81,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 @pytest.fixture(scope="module")
 def demo_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start `gateway demo` on a free loopback port; yields its base URL."""
+    with running_demo(request, tmp_path_factory) as base_url:
+        yield base_url
+
+
+@contextmanager
+def running_demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 settings: dict[str, str] | None = None) -> Iterator[str]:
+    """`gateway demo` on a free loopback port, with these GATEWAY_* `settings` only; yields its base URL."""
     _require_chromium()
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("gateway-demo") / "demo.log"
     # The demo still reads GATEWAY_* settings from the environment: a developer's shell must not leak in.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")} | (settings or {})
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
@@ -117,6 +127,16 @@ def browser(demo_url: str) -> Iterator[Browser]:
             chromium.close()
 
 
+OUTSIDE = re.compile(r"^(?!(?:https?|wss?)://127\.0\.0\.1[:/])[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def stay_on_loopback(context: BrowserContext) -> None:
+    """Tests never reach the internet: a request for anything but 127.0.0.1 fails in the browser (the
+    provider `python -m oidc_provider_mock` runs with its own pages, which link a CDN stylesheet). The
+    request is still seen by listeners, so a test can assert there was none."""
+    context.route(OUTSIDE, lambda route: route.abort())
+
+
 @pytest.fixture
 def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
     """A factory of isolated browser contexts (separate cookie jars), all closed after the test."""
@@ -125,6 +145,7 @@ def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
     def new_context() -> BrowserContext:
         context = browser.new_context()
         context.set_default_timeout(TIMEOUT)
+        stay_on_loopback(context)
         opened.append(context)
         return context
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, _free_port, _require_chromium
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, _free_port, _require_chromium, stay_on_loopback
 from tests.processes import stop_all, wait_until_answers
 
 pytestmark = pytest.mark.browser
@@ -92,7 +92,9 @@ def open_chat(browser: object, stack: Stack, user: str, room: str, width: int = 
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
-    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    context = browser.new_context(viewport={"width": width, "height": height})
+    stay_on_loopback(context)  # this provider (python -m oidc_provider_mock) links a CDN stylesheet
+    page = context.new_page()
     page.goto(f"{stack.base}/chat/{room}")
     page.get_by_role("link", name="Sign in with Demo provider").click()
     page.locator("input[name=sub]").fill(user)

@@ -1,0 +1,209 @@
+"""Editing and deleting one's own messages, within the window, over SQLite and over Redis; never another's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.chat.broker import MemoryBroker
+from gateway.chat.frames import Edit, FrameError, decode_frame
+from gateway.chat.history import SqliteHistory
+from gateway.chat.hub import Hub, HubLimits, Member
+from gateway.chat.redis_broker import RedisBroker
+
+LIMITS = {"message_rate": 10_000, "message_burst": 10_000, "presence_settle": 0}
+
+
+def taken(member: Member) -> list[dict[str, Any]]:
+    frames = [json.loads(f) for f in member.outbox.queued()]
+    member.outbox.discard_queued()
+    return frames
+
+
+def of_type(member: Member, *kinds: str) -> list[dict[str, Any]]:
+    return [f for f in taken(member) if f["type"] in kinds]
+
+
+async def eventually(member: Member, *kinds: str) -> list[dict[str, Any]]:
+    """Frames of `kinds` (over Redis they come back through the events channel)."""
+    for _ in range(250):
+        got = of_type(member, *kinds)
+        if got:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kinds} frame")
+
+
+def user(name: str) -> dict[str, str]:
+    return {"id": f"idp:{name}", "name": name.title()}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    hubs: list[Hub] = []
+
+    async def start(**limits: Any) -> Hub:
+        if request.param == "sqlite":
+            broker: Any = MemoryBroker(SqliteHistory(tmp_path / f"h{len(hubs)}.sqlite3"))
+        else:
+            broker = RedisBroker(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+        hub = Hub(broker, HubLimits(**LIMITS | limits))
+        await hub.start()
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        await hub.stop()
+
+
+async def room_with_one_message(hub: Hub) -> tuple[Member, Member, str]:
+    ann, bob = hub.member("r", user("ann")), hub.member("r", user("bob"))
+    await hub.join(ann)
+    await hub.join(bob)
+    await hub.post(ann, "helo", "c1")
+    [ack] = of_type(ann, "ack")
+    await eventually(bob, "message")
+    return ann, bob, ack["id"]
+
+
+@pytest.mark.anyio
+async def test_the_author_edits_and_everyone_sees_it_also_later(make: Any) -> None:
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, "hello")
+    [edit] = await eventually(bob, "edit")
+    assert (edit["id"], edit["text"], edit["user"]["id"]) == (message_id, "hello", "idp:ann") and edit["edited_at"]
+    [stored] = (await hub.broker.page("r", None, 10)).messages
+    assert stored["text"] == "hello" and stored["edited_at"] == edit["edited_at"]
+    carol = hub.member("r", user("carol"))  # a join now: from the room's tail in memory
+    await hub.join(carol)
+    [history] = of_type(carol, "history")
+    assert history["messages"][0]["text"] == "hello"
+
+
+@pytest.mark.anyio
+async def test_nobody_edits_or_deletes_another_users_message(make: Any) -> None:
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(bob, message_id, "pwned")
+    await hub.change(bob, message_id, None)
+    refusals = of_type(bob, "error")
+    assert [(f["code"], f["id"]) for f in refusals] == [("edit_refused", message_id)] * 2
+    assert all(f["message"] == "you can only edit or delete your own messages" for f in refusals)
+    await asyncio.sleep(0.1)
+    assert of_type(ann, "edit", "delete") == []
+    assert [m["text"] for m in (await hub.broker.page("r", None, 10)).messages] == ["helo"]
+
+
+@pytest.mark.anyio
+async def test_changes_after_the_window_are_refused(make: Any) -> None:
+    hub = await make(edit_window=0.05)
+    ann, _, message_id = await room_with_one_message(hub)
+    await asyncio.sleep(0.1)
+    await hub.change(ann, message_id, "too late")
+    [refused] = of_type(ann, "error")
+    assert refused["code"] == "edit_refused"
+    assert refused["message"] == "too late: messages can be edited or deleted for 0.05 seconds after sending"
+
+
+@pytest.mark.anyio
+async def test_a_window_of_0_turns_editing_off(make: Any) -> None:
+    hub = await make(edit_window=0)
+    ann, _, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, None)
+    [refused] = of_type(ann, "error")
+    assert refused["code"] == "edit_refused" and "GATEWAY_EDIT_WINDOW is 0" in refused["message"]
+
+
+@pytest.mark.anyio
+async def test_a_deleted_message_stays_deleted(make: Any) -> None:
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, None)
+    [deleted] = await eventually(bob, "delete")
+    assert deleted["id"] == message_id and "text" not in deleted
+    [stored] = (await hub.broker.page("r", None, 10)).messages
+    assert stored["deleted"] is True and stored["text"] == ""
+    await hub.change(ann, message_id, "back from the dead")
+    assert of_type(ann, "error")[0]["message"] == "this message was deleted"
+    await hub.change(ann, "1-0", "no such")
+    assert "no such message" in of_type(ann, "error")[0]["message"]
+
+
+@pytest.mark.anyio
+async def test_a_resuming_socket_gets_the_changes_made_while_it_was_away(make: Any) -> None:
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.leave(bob)
+    await hub.change(ann, message_id, "edited while bob was away")
+    back = hub.member("r", user("bob"))
+    await hub.join(back)
+    taken(back)
+    await hub.resume(back, message_id)  # bob holds the message: only the change tells him
+    await asyncio.sleep(0.05)
+    changes = [f for f in taken(back) if f["type"] == "edit"]
+    assert [c["text"] for c in changes] == ["edited while bob was away"]
+
+
+@asynccontextmanager
+async def two_instances(redis_url: str, redis_prefix: str) -> AsyncIterator[tuple[list[Hub], Member, Member]]:
+    """Two hubs over one Redis; ann in room r on the first, bob on the second."""
+    hubs = [Hub(RedisBroker(redis_url, redis_prefix), HubLimits(**LIMITS)) for _ in range(2)]
+    for hub in hubs:
+        await hub.start()
+    try:
+        ann, bob = hubs[0].member("r", user("ann")), hubs[1].member("r", user("bob"))
+        await hubs[0].join(ann)
+        await hubs[1].join(bob)
+        yield hubs, ann, bob
+    finally:
+        for hub in hubs:
+            await hub.stop()
+
+
+@pytest.mark.anyio
+async def test_a_change_on_one_instance_reaches_the_other(redis_url: str, redis_prefix: str) -> None:
+    async with two_instances(redis_url, redis_prefix) as (hubs, ann, bob):
+        await hubs[0].post(ann, "one", "c1")
+        [message] = await eventually(bob, "message")
+        await hubs[0].change(ann, message["id"], "uno")
+        [edit] = await eventually(bob, "edit")
+        assert edit["text"] == "uno"
+        await hubs[0].change(ann, message["id"], None)
+        assert (await eventually(bob, "delete"))[0]["id"] == message["id"]
+        page = await hubs[1].broker.page("r", None, 5)
+        assert page.messages[0]["deleted"] is True
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"type":"edit","id":"1-0","text":"new"}', Edit("1-0", "new")),
+    ('{"type":"delete","id":"1-0"}', Edit("1-0", None)),
+])
+def test_edit_and_delete_frames(text: str, expected: Edit) -> None:
+    assert decode_frame(text) == expected
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ('{"type":"edit","id":"1-0"}', "bad_frame"), ('{"type":"edit","id":"1-0","text":" "}', "bad_frame"),
+    ('{"type":"edit","text":"x"}', "bad_frame"), ('{"type":"delete","id":7}', "bad_frame"),
+    ('{"type":"edit","id":"1-0","text":"' + "x" * 2001 + '"}', "too_big"),
+])
+def test_malformed_edit_and_delete_frames(text: str, code: str) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_frame(text)
+    assert info.value.code == code and info.value.close_code is None
+
+
+@pytest.mark.anyio
+async def test_a_malformed_id_is_bad_frame(make: Any) -> None:
+    hub = await make()
+    ann, _, _ = await room_with_one_message(hub)
+    await hub.change(ann, "nope", "x")
+    assert of_type(ann, "error")[0]["code"] == "bad_frame"
