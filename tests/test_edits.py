@@ -207,3 +207,32 @@ async def test_a_malformed_id_is_bad_frame(make: Any) -> None:
     ann, _, _ = await room_with_one_message(hub)
     await hub.change(ann, "nope", "x")
     assert of_type(ann, "error")[0]["code"] == "bad_frame"
+
+
+@pytest.mark.anyio
+async def test_a_storm_of_resumes_reads_the_rooms_changes_once_until_the_next_change(make: Any) -> None:
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, "hello")
+    await eventually(bob, "edit")
+    read = hub.broker.changes_since
+    reads: list[str] = []
+
+    async def counting(room: str, after: str, limit: int) -> Any:
+        reads.append(after)
+        return await read(room, after, limit)
+
+    hub.broker.changes_since = counting
+    crowd = [hub.member("r", user(f"u{i}")) for i in range(20)]
+    for member in crowd:
+        await hub.join(member, after="0-0")
+        await hub.send_changes(member, after="0-0")
+    assert reads == ["0-0"]  # one read for twenty sockets resuming from the same point
+    assert all([e["text"] for e in of_type(member, "edit")] == ["hello"] for member in crowd)
+    await hub.change(ann, message_id, None)  # a new change: the next resume reads again, and sees it
+    await eventually(bob, "delete")
+    late = hub.member("r", user("late"))
+    await hub.join(late, after="0-0")
+    await hub.send_changes(late, after="0-0")
+    assert reads == ["0-0", "0-0"]
+    assert [e["type"] for e in of_type(late, "edit", "delete")] == ["edit", "delete"]

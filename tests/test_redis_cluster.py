@@ -231,3 +231,27 @@ async def test_logouts_and_replayed_jtis_are_shared_across_the_shards(hubs: Call
     assert sorted(e["key"] for e in heard) == sorted(f"token-{i}" for i in range(30))
     assert await on_a.claim("jti-1", until_then) is True
     assert await RedisShared(b.broker.redis, prefix, b.broker.announce).claim("jti-1", until_then) is False
+
+
+@pytest.mark.anyio
+async def test_edits_and_deletes_work_on_every_shard_and_reach_the_other_instance(
+        cluster: ClusterSet, hubs: Callable[..., Any]) -> None:
+    """The edit script touches the room's stream and its two change keys: one slot, whatever the shard."""
+    a, b = await hubs(prefix=PREFIX + "edits:"), await hubs(prefix=PREFIX + "edits:")
+    rooms = [f"edit-{i}" for i in range(9)]
+    keys = RoomKeys(PREFIX + "edits:", tagged=True)
+    for room in rooms:
+        assert len({key_slot(k.encode()) for k in (keys.stream(room), keys.changed(room), keys.changes(room))}) == 1
+    for room in rooms:
+        ann, bob = a.member(room, user("ann")), b.member(room, user("bob"))
+        await a.join(ann)
+        await b.join(bob)
+        await a.post(ann, "first", "c1")
+        message = (await wait_for(bob, "message"))[0]
+        await a.change(ann, message["id"], "edited")
+        assert (await wait_for(bob, "edit"))[0]["text"] == "edited"
+        await a.change(ann, message["id"], None)
+        assert (await wait_for(bob, "delete"))[0]["id"] == message["id"]
+        assert (await b.broker.page(room, None, 5)).messages[0]["deleted"] is True
+        assert [e["type"] for e in await b.broker.changes_since(room, "0-0", 10)] == ["edit", "delete"]
+    assert len({owner(cluster, room) for room in rooms}) > 1  # the rooms were on more than one shard
