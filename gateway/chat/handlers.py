@@ -17,7 +17,7 @@ from gateway.chat.tail import RoomTails
 from gateway.limits import KeyedBuckets
 
 if TYPE_CHECKING:
-    from gateway.chat.hub import HubLimits, Member
+    from gateway.chat.member import HubLimits, Member
 
 log = logging.getLogger("gateway.chat")
 
@@ -49,8 +49,8 @@ class FrameHandlers:
         at most GATEWAY_HISTORY_ON_JOIN messages and `history_page_bytes` of them (always one)."""
         if not valid_id(member, before):
             return
-        bucket = member.older
-        if bucket is not None and not bucket.take():
+        bucket = member.bucket("older", self.limits.older_rate, self.limits.older_burst)
+        if not bucket.take():
             member.outbox.put(rate_limited("too many requests for older messages on this socket",
                                            bucket.retry_after()))
             return
@@ -87,7 +87,7 @@ class FrameHandlers:
         beyond that the frame is dropped, the next one carries a newer id anyway)."""
         if not valid_id(member, message_id):
             return
-        if member.reads is not None and not member.reads.take():
+        if not member.bucket("reads", self.limits.older_rate, self.limits.older_burst).take():
             return
         try:
             await self.broker.mark_read(member.user["id"], member.room, message_id)
@@ -97,7 +97,7 @@ class FrameHandlers:
     async def typing(self, member: Member) -> None:
         """`typing`: tell the room, on every instance, that this user is typing. Never stored; throttled per
         socket (extras dropped: a client repeats it while typing anyway)."""
-        if member.typing is not None and not member.typing.take():
+        if not member.bucket("typing", self.limits.typing_rate, 3).take():
             return
         try:
             await self.broker.announce({"type": "typing", "room": member.room, "user": member.user})

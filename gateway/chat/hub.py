@@ -9,76 +9,27 @@ budget per user (gateway.chat.backlog).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from gateway.chat.backlog import HistoryBacklog
 from gateway.chat.broker import Broker, Event
 from gateway.chat.frames import encode, error_frame, rate_limited
 from gateway.chat.handlers import FrameHandlers, valid_id
 from gateway.chat.history import Page, StoreUnavailable
+from gateway.chat.member import HubLimits, Member
 from gateway.chat.outbox import Backlog, Outbox, server_frame
 from gateway.chat.presence import PresenceBatcher, Timer
 from gateway.chat.quota import HistoryFull
-from gateway.chat.sign_ins import SignIn, SignInIndex
+from gateway.chat.sign_ins import SignInIndex
 from gateway.chat.tail import RoomTails
-from gateway.limits import KeyedBuckets, TokenBucket
+from gateway.limits import KeyedBuckets
 
 log = logging.getLogger("gateway.chat")
 
 FLOODING = 4429
-_ids = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class HubLimits:
-    history_on_join: int = 50
-    history_page: int = 100  # messages per `history` frame of a resume
-    history_page_bytes: int = 64 * 1024  # ... and at most this much message text (always one message)
-    outbox_size: int = 256
-    outbox_bytes: int = 1 << 20
-    message_rate: float = 5.0
-    message_burst: float = 10.0
-    flood_strikes: int = 20
-    resume_rate: float = 0.2  # resumes per second per socket (and `resume_burst` at once)
-    resume_burst: float = 3.0
-    user_resume_rate: float = 0.5  # resumes and `?after=` joins per second per user, all sockets together
-    user_resume_burst: float = 10.0
-    user_resume_bytes: float = float(1 << 20)  # bytes of resumed history per second per user (4 times that at once)
-    presence_settle: float = 0.2  # seconds of quiet before a room's presence changes go out (0: at once)
-    presence_max_wait: float = 5.0  # ... but never later than this after the first one
-    older_rate: float = 2.0  # `history {before}` pages per second per socket (and `older_burst` at once)
-    older_burst: float = 5.0
-    typing_rate: float = 0.5  # `typing` signals passed on per second per socket (more are dropped)
-    edit_window: float = 900.0  # seconds after sending that its author may edit or delete a message (0: never)
-    changes_on_resume: int = 100  # edits and deletes sent to a resuming socket, at most
-
-
-@dataclass(eq=False)
-class Member:
-    """One socket in one room."""
-
-    room: str
-    user: dict[str, str]  # {"id", "name"}
-    outbox: Outbox = field(default_factory=Outbox)
-    id: str = field(default_factory=lambda: f"c{next(_ids)}")
-    strikes: int = 0  # messages refused in a row for the rate limit
-    resumes: TokenBucket | None = None
-    older: TokenBucket | None = None  # `history {before}` pages
-    reads: TokenBucket | None = None  # `read` marks
-    typing: TokenBucket | None = None  # `typing` signals
-    sign_in: SignIn | None = None  # None: a bearer token (a program), no browser sign-in
-    # Called with the sealed token cookie a refresh of this sign-in produced (gateway.routes.chat).
-    on_refresh: Callable[[str], None] | None = None
-    presence_changes: bool = False  # `?presence=changes`: batches as `presence_changes`, not full lists
-    awaiting_list: bool = False  # joined while its room had a batch waiting: that batch brings its list
-
-    @property
-    def wants_list(self) -> bool:
-        return self.awaiting_list or not self.presence_changes
+__all__ = ["FLOODING", "Hub", "HubLimits", "Member"]
 
 
 class Hub(FrameHandlers):
@@ -112,11 +63,7 @@ class Hub(FrameHandlers):
 
     def member(self, room: str, user: dict[str, str]) -> Member:
         limits = self.limits
-        return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes),
-                      resumes=TokenBucket(limits.resume_rate, limits.resume_burst),
-                      older=TokenBucket(limits.older_rate, limits.older_burst),
-                      reads=TokenBucket(limits.older_rate, limits.older_burst),
-                      typing=TokenBucket(limits.typing_rate, 3))
+        return Member(room, user, Outbox(limits.outbox_size, limits.outbox_bytes))
 
     def sockets_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
@@ -211,8 +158,8 @@ class Hub(FrameHandlers):
     async def resume(self, member: Member, after: str) -> None:
         if not valid_id(member, after):
             return
-        own = member.resumes
-        if own is not None and not own.take():
+        own = member.bucket("resumes", self.limits.resume_rate, self.limits.resume_burst)
+        if not own.take():
             member.outbox.put(rate_limited("too many resumes on this socket", own.retry_after()))
             return
         wait = self.resume_allowed(member.user["id"])
