@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from urllib.parse import urlsplit
 
 from fastapi.templating import Jinja2Templates
@@ -72,11 +72,14 @@ class DuplicateCookieGuard:
         self.secure = parts.scheme == "https"
         self.domains = _parent_domains((parts.hostname or "").lower())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method handing on the app's own awaitable: no frame of ours kept for a socket's life.
         names = duplicated(scope["headers"]) if scope["type"] in ("http", "websocket") else []
         if not names:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._refuse(scope, receive, send, names)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, names: list[str]) -> None:
         log.warning("refused a request carrying two cookies named %s: one may have been set by another host "
                     "under the same domain", ", ".join(names))
         if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):

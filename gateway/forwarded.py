@@ -5,6 +5,7 @@ everyone a 429; a proxy on the same machine makes every client a loopback peer f
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,7 +19,8 @@ class UntrustedForwardedForWarning:
         self.app = app
         self.warned = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method handing on the app's own awaitable: no frame of ours kept for a socket's life.
         if not self.warned and scope["type"] in ("http", "websocket"):
             if any(name == b"x-forwarded-for" for name, _ in scope.get("headers") or ()):
                 self.warned = True
@@ -27,4 +29,4 @@ class UntrustedForwardedForWarning:
                 log.warning("a request from %s carries X-Forwarded-For, but GATEWAY_TRUSTED_PROXIES is unset: the "
                             "header is ignored and every client looks like the proxy; if %s is your reverse proxy, "
                             "set GATEWAY_TRUSTED_PROXIES=%s (this warning is logged once)", peer, peer, peer)
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -3,7 +3,7 @@ other origins (and none at all from the sign-in callback)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
@@ -37,10 +37,13 @@ class SecurityHeadersMiddleware:
         self.https = urlsplit(public_url).scheme == "https"
         self.paths = paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method handing on the app's own awaitable: no frame of ours kept for a socket's life.
         if scope["type"] != "http" or (self.paths is not None and not under(scope["path"], self.paths)):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -8,6 +8,7 @@ character, so one that does is refused here (400, or a refused handshake) instea
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,10 +20,13 @@ class ControlCharacterPaths:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method handing on the app's own awaitable: no frame of ours kept for a socket's life.
         if scope["type"] not in ("http", "websocket") or not CONTROL.search(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
             await send({"type": "websocket.close", "code": 1008})
             return

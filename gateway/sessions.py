@@ -7,6 +7,8 @@ written when the session changed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -24,10 +26,13 @@ class LoginStateMiddleware:
         self.secure = https
         self.name = "__Host-gateway_login" if https else "gateway_login"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method handing on the app's own awaitable: no frame of ours kept for a socket's life.
         if scope["type"] != "http":  # sign-in state is only read and written by HTTP routes
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = HTTPConnection(scope).cookies.get(self.name)
         opened = self.sealer.open(raw, LOGIN_STATE_MAX_AGE) if raw else None
         initial = opened or {}

@@ -39,7 +39,7 @@ class HubLimits:
     changes_on_resume: int = 100  # edits and deletes sent to a resuming socket, at most
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member:
     """One socket in one room."""
 

@@ -33,6 +33,10 @@ def server_frame(text: str) -> bytes:
 
 
 class Outbox:
+    # One per socket: slots, not a dict per instance (memory per idle socket, bench/README.md).
+    __slots__ = ("_bytes", "_closing", "_frames", "_head", "_ready", "backlog", "close_code", "close_reason",
+                 "direct", "gone", "limit", "limit_bytes", "sending")
+
     def __init__(self, limit: int = 256, limit_bytes: int = 1 << 20) -> None:
         self.limit = limit
         self.limit_bytes = limit_bytes

@@ -35,6 +35,9 @@ class SessionEnd:
 class SessionWatch:
     """Calls `on_end` once when the session must end; `cancel()` when the socket closes for other reasons."""
 
+    __slots__ = ("_cancelled", "_clock", "_failures", "_handle", "_next_check", "_on_end", "_on_trouble",
+                 "_recheck", "_task", "_timer", "principal")
+
     def __init__(
         self,
         principal: Principal,
