@@ -135,7 +135,7 @@ async def test_a_crashed_instances_users_vanish_from_presence(hubs: Callable[...
     await wait_for(watcher, "join")
     for task in b.broker._tasks:  # B dies: no heartbeat, no goodbye
         task.cancel()
-    b.broker._mine.clear()
+    b.broker.presence._mine.clear()
     leaves = await wait_for(watcher, "leave", timeout=8.0)
     assert leaves[0]["user"]["name"] == "Ghost"
     assert [u["name"] for u in await a.broker.present("r")] == ["Watcher"]

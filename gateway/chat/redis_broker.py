@@ -4,7 +4,8 @@
   the message ids. One XREAD BLOCK loop per instance fans out to local sockets; XRANGE serves history.
 - A resend of (user, client_id) is stored once: the dedupe key is set next to the XADD in one Lua script.
 - Presence: a sorted set per room of "<user id> <connection>" scored by expiry, refreshed by heartbeats;
-  entries of a crashed instance expire and whichever instance sweeps them announces the `leave`.
+  entries of a crashed instance expire and whichever instance sweeps them announces the `leave`
+  (gateway.chat.redis_presence).
 - join/leave and control notices (close a user's sockets) travel over pub/sub.
 - GATEWAY_BROKER_URL picks one Redis, the primary Sentinel names, or a Cluster (gateway.redis_connect);
   in a Cluster keys carry the room as hash tag (gateway.chat.redis_keys) and rooms are read shard by shard
@@ -31,8 +32,9 @@ from gateway.chat.frames import encode
 from gateway.chat.history import Page, Stored, StoreUnavailable, TextPage, parse_id
 from gateway.chat.quota import HistoryQuota
 from gateway.chat.redis_keys import RoomKeys
+from gateway.chat.redis_presence import RedisPresence
 from gateway.chat.redis_replicas import ReplicatedWrites
-from gateway.chat.redis_scripts import CLAIM_ROOM, ENTER, EXIT, PUBLISH, PUBLISH_IN_ROOM
+from gateway.chat.redis_scripts import CLAIM_ROOM, PUBLISH, PUBLISH_IN_ROOM
 from gateway.chat.redis_shards import ShardedReader
 from gateway.chat.redis_streams import StreamReader
 from gateway.chat.rooms import RoomSummary
@@ -69,12 +71,10 @@ class RedisBroker:
         self._claim = self.redis.register_script(CLAIM_ROOM)
         self._writes = ReplicatedWrites(self.redis, min_replicas, replica_timeout)
         self._claimed: set[str] = set()  # cluster: rooms known to count against the history limits
-        self._enter = self.redis.register_script(ENTER)
-        self._exit = self.redis.register_script(EXIT)
         self.change_script = self.redis.register_script(redis_edits.CHANGE)
         self._positions: dict[str, str] = {}  # stream key -> last id delivered on this instance
         self._rooms: dict[str, int] = {}  # local sockets per room
-        self._mine: dict[str, tuple[str, dict[str, str]]] = {}  # presence member -> (room, user)
+        self.presence = RedisPresence(self.redis, self.keys, self.instance, presence_ttl, clock, self._announce)
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.connected = False
@@ -86,9 +86,6 @@ class RedisBroker:
 
     def _stream(self, room: str) -> str:
         return self.keys.stream(room)
-
-    def _presence(self, room: str) -> str:
-        return self.keys.presence(room)
 
     @property
     def _events(self) -> str:
@@ -110,16 +107,16 @@ class RedisBroker:
                 self._tasks = await self._streams.start()
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot subscribe at GATEWAY_BROKER_URL: {exc}") from None
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="redis-presence"))
+        self._tasks.append(asyncio.create_task(self.presence.heartbeat(), name="redis-presence"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._shards.stop()
-        for member, (room, user) in list(self._mine.items()):
+        for room, user, connection in self.presence.connections():
             try:
-                await self.exit(room, user, member.removeprefix(f"{user['id']} {self.instance}:"))
+                await self.exit(room, user, connection)
             except StoreUnavailable:
                 break
         await close(self.redis)
@@ -266,11 +263,10 @@ class RedisBroker:
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
 
-    # --- presence -------------------------------------------------------------------------------------
+    # --- presence (gateway.chat.redis_presence) ------------------------------------------------------
 
     async def enter(self, room: str, user: dict[str, str], connection: str,
                     listed: bool = True) -> list[dict[str, str]]:
-        member = f"{user['id']} {self.instance}:{connection}"
         stream = self._stream(room)
         if room not in self._rooms:
             # Deliver from the current end of the stream: whatever `page` returns next covers the rest.
@@ -283,30 +279,13 @@ class RedisBroker:
                 await self._shards.watch(room)
         self._rooms[room] = self._rooms.get(room, 0) + 1
         self._wake.set()
-        self._mine[member] = (room, user)
-        now = self._clock()
-        try:
-            await self.redis.hset(self.keys.names, user["id"], user["name"])
-            first = await self._enter(keys=[self._presence(room)],
-                                      args=[user["id"], member, now + self.presence_ttl, now])
-            if first:
-                await self._announce({"type": "join", "room": room, "user": user})
-            return await self.present(room) if listed else []
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
+        return await self.presence.enter(room, user, connection, listed)
 
     async def present(self, room: str) -> list[dict[str, str]]:
-        try:
-            members = await self.redis.zrangebyscore(self._presence(room), self._clock(), "+inf")
-            ids = sorted({decoded(m).split(" ", 1)[0] for m in members})
-            names = await self.redis.hmget(self.keys.names, ids) if ids else []
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
-        return [{"id": i, "name": decoded(n) if n else i} for i, n in zip(ids, names, strict=True)]
+        return await self.presence.present(room)
 
     async def exit(self, room: str, user: dict[str, str], connection: str) -> None:
-        member = f"{user['id']} {self.instance}:{connection}"
-        self._mine.pop(member, None)
+        member = self.presence.forget(user, connection)
         count = self._rooms.get(room, 0) - 1
         if count <= 0:
             self._rooms.pop(room, None)
@@ -315,45 +294,7 @@ class RedisBroker:
                 await self._shards.unwatch(room)
         else:
             self._rooms[room] = count
-        try:
-            last = await self._exit(keys=[self._presence(room)], args=[user["id"], member, self._clock()])
-            if last:
-                await self._announce({"type": "leave", "room": room, "user": user})
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
-
-    async def _heartbeat(self) -> None:
-        """Keep this instance's presence entries alive; sweep entries whose instance stopped beating."""
-        while True:
-            await asyncio.sleep(self.presence_ttl / 3)
-            now = self._clock()
-            try:
-                for member, (room, user) in list(self._mine.items()):
-                    kept = await self.redis.zadd(self._presence(room), {member: now + self.presence_ttl},
-                                                 xx=True, ch=True)
-                    if not kept and member in self._mine:  # lost in a failover or a Redis restart
-                        await self._enter_again(room, user, member, now)
-                await self._sweep(now)
-            except REDIS_ERRORS as exc:
-                log.warning("presence heartbeat failed (%s)", type(exc).__name__)
-
-    async def _enter_again(self, room: str, user: dict[str, str], member: str, now: float) -> None:
-        await self.redis.hset(self.keys.names, user["id"], user["name"])
-        if await self._enter(keys=[self._presence(room)], args=[user["id"], member, now + self.presence_ttl, now]):
-            await self._announce({"type": "join", "room": room, "user": user})
-
-    async def _sweep(self, now: float) -> None:
-        rooms = {room for room, _ in self._mine.values()}
-        for room in rooms:
-            key = self._presence(room)
-            for raw in await self.redis.zrangebyscore(key, "-inf", now):
-                member = decoded(raw)
-                user_id = member.split(" ", 1)[0]
-                last = await self._exit(keys=[key], args=[user_id, member, now])
-                if last:
-                    name = await self.redis.hget(self.keys.names, user_id)
-                    await self._announce({"type": "leave", "room": room,
-                                          "user": {"id": user_id, "name": decoded(name) if name else user_id}})
+        await self.presence.exit(room, user, member)
 
     # --- control --------------------------------------------------------------------------------------
 
