@@ -44,7 +44,6 @@ from gateway.redis_url import parse_redis_url
 log = logging.getLogger("gateway.redis")
 
 
-
 class RedisBroker:
     def __init__(self, url: str, prefix: str = "gateway:", history_limit: int = 10_000,
                  presence_ttl: float = 30.0, dedupe_ttl: int = 86_400, block_ms: int = 500,
@@ -81,15 +80,6 @@ class RedisBroker:
         self._shards = ShardedReader(self.redis, self.keys, self._positions, self._entry, self._event)
         self._streams = StreamReader(self._reader, self.keys, self._rooms, self._positions, self._wake, block_ms,
                                      self._entry, self._event)
-
-    # --- keys ---------------------------------------------------------------------------------------
-
-    def _stream(self, room: str) -> str:
-        return self.keys.stream(room)
-
-    @property
-    def _events(self) -> str:
-        return self.keys.events
 
     # --- life -----------------------------------------------------------------------------------------
 
@@ -153,9 +143,9 @@ class RedisBroker:
                     self._refuse_over_limits(await self._claim(keys=[self.keys.rooms, self.keys.started(user["id"])],
                                                                args=limits))
                     self._claimed.add(room)  # rooms are never forgotten, so this stays true
-                keys, args = [self._stream(room), dedupe], [self.keys.room_events(room)]
+                keys, args = [self.keys.stream(room), dedupe], [self.keys.room_events(room)]
             else:
-                keys, args = [self._stream(room), dedupe, self.keys.rooms, self.keys.started(user["id"])], limits
+                keys, args = [self.keys.stream(room), dedupe, self.keys.rooms, self.keys.started(user["id"])], limits
             fresh, message_id = await self._writes.run(self._publish, keys, [
                 self.history_limit, body, self.dedupe_ttl, "1" if client_id is not None else "0", *args])
             self._refuse_over_limits((fresh, message_id))
@@ -165,7 +155,7 @@ class RedisBroker:
                 return Stored({"type": "message", "id": message_id, "room": room, "user": user, "text": text,
                                "ts": int(message_id.split("-")[0]),
                                **({"client_id": client_id} if client_id is not None else {})}, duplicate=False)
-            found = await self.redis.xrange(self._stream(room), message_id, message_id)
+            found = await self.redis.xrange(self.keys.stream(room), message_id, message_id)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
         if found:
@@ -181,7 +171,7 @@ class RedisBroker:
             raise refusal or StoreUnavailable("history limits: unexpected answer")
 
     async def page(self, room: str, after: str | None, limit: int) -> Page:
-        stream = self._stream(room)
+        stream = self.keys.stream(room)
         try:
             if after is None:
                 entries = await self.redis.xrevrange(stream, "+", "-", count=limit + 1)
@@ -200,7 +190,7 @@ class RedisBroker:
     async def page_before(self, room: str, before: str, limit: int) -> Page:
         """Older messages (a `history {before}` frame): XREVRANGE from just below `before`."""
         parse_id(before)
-        stream = self._stream(room)
+        stream = self.keys.stream(room)
         try:
             entries = await self.redis.xrevrange(stream, f"({before}", "-", count=limit + 1)
             trimmed = await self._trimmed(stream)
@@ -256,10 +246,10 @@ class RedisBroker:
         try:
             if self.cluster:  # sharded: a room's join/leave on its shard, control notices on one channel
                 room = event.get("room") if event.get("type") in ("join", "leave") else None
-                channel = self.keys.room_events(room) if isinstance(room, str) else self._events
+                channel = self.keys.room_events(room) if isinstance(room, str) else self.keys.events
                 await self.redis.spublish(channel, json.dumps(event, ensure_ascii=False))
                 return
-            await self.redis.publish(self._events, json.dumps(event, ensure_ascii=False))
+            await self.redis.publish(self.keys.events, json.dumps(event, ensure_ascii=False))
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from None
 
@@ -267,7 +257,7 @@ class RedisBroker:
 
     async def enter(self, room: str, user: dict[str, str], connection: str,
                     listed: bool = True) -> list[dict[str, str]]:
-        stream = self._stream(room)
+        stream = self.keys.stream(room)
         if room not in self._rooms:
             # Deliver from the current end of the stream: whatever `page` returns next covers the rest.
             try:
@@ -289,7 +279,7 @@ class RedisBroker:
         count = self._rooms.get(room, 0) - 1
         if count <= 0:
             self._rooms.pop(room, None)
-            self._positions.pop(self._stream(room), None)
+            self._positions.pop(self.keys.stream(room), None)
             if self.cluster:
                 await self._shards.unwatch(room)
         else:
