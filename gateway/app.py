@@ -19,7 +19,7 @@ from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits
 from gateway.chat.quota import HistoryQuota
 from gateway.config import Settings
-from gateway.cookies import Sealer, SessionCookie, TokenCookie
+from gateway.cookies import SessionCookie, TokenCookie
 from gateway.denylist_store import SqliteDenyStore
 from gateway.forwarded import UntrustedForwardedForWarning
 from gateway.live import LiveSockets
@@ -30,6 +30,7 @@ from gateway.path_cookies import IdTokenCookie, RefreshCookie, RevokeCookie
 from gateway.providers import Providers
 from gateway.redirects import DEFAULT_NEXT
 from gateway.replay import ReplayCache
+from gateway.sealing import Sealer
 from gateway.security import origin_of
 
 log = logging.getLogger("gateway")

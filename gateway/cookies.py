@@ -1,7 +1,6 @@
 """The token cookie and the session cookie that anchors a sign-in: sealed with AEAD, read, set, cleared.
 
-Keys come from GATEWAY_SECRET_KEYS through HKDF, one derived key per purpose; the first secret seals,
-all of them open (rotation). Fernet is AES-128-CBC + HMAC-SHA256: authenticated encryption.
+Sealing (keys from GATEWAY_SECRET_KEYS through HKDF, one per purpose; rotation) is gateway.sealing's.
 
 A token too big for one cookie is compressed and split over numbered chunk cookies (`gateway_token`
 holds the count and the first chunk, `gateway_token.1` the next); the seal covers the whole value, so a
@@ -16,23 +15,18 @@ GATEWAY_COOKIE_DOMAIN makes it `__Secure-`, since a `__Host-` one cannot be toss
 
 from __future__ import annotations
 
-import base64
 import hmac
-import json
 import re
 import secrets
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from gateway.sealing import Sealer
 from gateway.unsealed import Unsealed
 
 MAX_COOKIE_BYTES = 4000  # browsers keep at least 4096 bytes per cookie, name and attributes included
@@ -42,60 +36,6 @@ MAX_COOKIE_BYTES = 4000  # browsers keep at least 4096 bytes per cookie, name an
 MAX_TOKEN_COOKIES_BYTES = 7168
 CHUNK_BYTES = MAX_COOKIE_BYTES - 64  # one chunk's value; its name is short
 MAX_CHUNKS = -(-MAX_TOKEN_COOKIES_BYTES // CHUNK_BYTES)
-MAX_PLAINTEXT_BYTES = 64 * 1024  # what a compressed seal may inflate to
-# A Fernet token as Fernet writes it. Its decoder is lenient (it skips stray characters and ignores what
-# follows the padding), so a value with junk around a genuine seal would open: only the canonical form does.
-FERNET_TOKEN = re.compile(r"\A(?:[A-Za-z0-9_-]{4})+(?:[A-Za-z0-9_-]{2}==|[A-Za-z0-9_-]{3}=)?\Z")
-
-
-def derive_key(secret: str, purpose: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"gateway {purpose}".encode()).derive(
-        secret.encode()
-    )
-
-
-class Sealer:
-    """Authenticated encryption of small JSON payloads, with key rotation."""
-
-    def __init__(self, secrets: Sequence[str], purpose: str, clock: Callable[[], float] = time.time) -> None:
-        if not secrets:
-            raise ValueError("Sealer needs at least one secret")
-        self._fernet = MultiFernet(
-            [Fernet(base64.urlsafe_b64encode(derive_key(s, purpose))) for s in secrets]
-        )
-        self._clock = clock
-
-    def seal(self, payload: dict[str, Any], compress: bool = False) -> str:
-        """`compress` for big payloads: a JWT's base64 text deflates to about three quarters. Nothing an
-        attacker chooses is sealed next to the secret, so compression leaks nothing (no CRIME)."""
-        data = json.dumps(payload, separators=(",", ":")).encode()
-        if compress:
-            deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
-            data = b"z" + deflate.compress(data) + deflate.flush()  # JSON never starts with "z"
-        return self._fernet.encrypt_at_time(data, int(self._clock())).decode("ascii")
-
-    @staticmethod
-    def sealed_at(sealed: str) -> int:
-        """When `sealed`, a value `open` accepted, was sealed: Fernet's timestamp, read from the token's
-        first 9 bytes (version, then the time; 12 base64 characters). `open` verified them already: not
-        MultiFernet.extract_timestamp, which would check the HMAC a second time."""
-        return int.from_bytes(base64.urlsafe_b64decode(sealed[:12])[1:9], "big")
-
-    def open(self, sealed: str, max_age: int) -> dict[str, Any] | None:
-        """The payload, or None for anything tampered, foreign, expired or malformed."""
-        if not FERNET_TOKEN.fullmatch(sealed):
-            return None
-        try:
-            data = self._fernet.decrypt_at_time(sealed.encode("ascii"), max_age, int(self._clock()))
-            if data[:1] == b"z":
-                inflate = zlib.decompressobj(-15)
-                data = inflate.decompress(data[1:], MAX_PLAINTEXT_BYTES)
-                if inflate.unconsumed_tail or not inflate.eof:
-                    return None
-            payload = json.loads(data)
-        except (InvalidToken, UnicodeError, ValueError, zlib.error):
-            return None
-        return payload if isinstance(payload, dict) else None
 
 
 class TokenTooLarge(ValueError):

@@ -17,13 +17,13 @@ from gateway import __version__
 from gateway.app import PACKAGE, build_gateway
 from gateway.config import Settings, load_settings
 from gateway.cookie_guard import DuplicateCookieGuard
-from gateway.cookies import Sealer
 from gateway.denylist_store import SqliteDenyStore
 from gateway.dependencies import CurrentUser, OptionalUser, optional_user, require
 from gateway.headers import SecurityHeadersMiddleware
 from gateway.live import live_session
 from gateway.path_guard import ControlCharacterPaths
 from gateway.redirects import DEFAULT_NEXT, safe_next
+from gateway.sealing import Sealer
 from gateway.security import current_principal
 from gateway.sessions import LoginStateMiddleware
 

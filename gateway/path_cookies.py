@@ -18,7 +18,8 @@ from typing import Literal
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from gateway.cookies import MAX_COOKIE_BYTES, Sealer, same_session
+from gateway.cookies import MAX_COOKIE_BYTES, same_session
+from gateway.sealing import Sealer
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.cookies import Sealer
+from gateway.sealing import Sealer
 
 LOGIN_STATE_MAX_AGE = 600  # a sign-in must finish within ten minutes
 

@@ -21,14 +21,8 @@ from starlette.testclient import TestClient
 from websockets.asyncio.client import connect
 
 from gateway.app import create_app
-from gateway.cookies import (
-    MAX_COOKIE_BYTES,
-    MAX_TOKEN_COOKIES_BYTES,
-    Sealer,
-    TokenCookie,
-    TokenSession,
-    TokenTooLarge,
-)
+from gateway.cookies import MAX_COOKIE_BYTES, MAX_TOKEN_COOKIES_BYTES, TokenCookie, TokenSession, TokenTooLarge
+from gateway.sealing import Sealer
 from tests.conftest import SECRET, FakeIdP, SettingsFactory, SignIn
 from tests.live import free_port, live_server
 

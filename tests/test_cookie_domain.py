@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import load_settings
-from gateway.cookies import Sealer, TokenCookie, TokenSession
+from gateway.cookies import TokenCookie, TokenSession
 from gateway.errors import ConfigError
+from gateway.sealing import Sealer
 from tests.conftest import CLIENT_ID, ISSUER, SECRET
 
 PURPOSE = "token cookie"

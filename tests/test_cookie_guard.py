@@ -8,7 +8,8 @@ import pytest
 from starlette.responses import Response
 
 from gateway.cookie_guard import DuplicateCookieGuard, duplicated
-from gateway.cookies import Sealer, SessionCookie
+from gateway.cookies import SessionCookie
+from gateway.sealing import Sealer
 from tests.conftest import SECRET
 
 

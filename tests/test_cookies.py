@@ -14,7 +14,8 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.cookies import Sealer, TokenCookie, TokenSession, derive_key
+from gateway.cookies import TokenCookie, TokenSession
+from gateway.sealing import Sealer, derive_key
 from tests.conftest import OLD_SECRET, PUBLIC_URL, SECRET, FakeIdP, SettingsFactory, SignIn
 
 PURPOSE = "token cookie"  # what create_app uses for the token cookie

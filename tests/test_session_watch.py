@@ -231,7 +231,8 @@ def test_refresh_without_a_refresh_cookie_is_401(client: TestClient) -> None:
 
 def test_session_max_age_bounds_even_tokens_that_never_expire(idp: FakeIdP, make_settings: SettingsFactory,
                                                                sign_in: SignIn) -> None:
-    from gateway.cookies import Sealer, TokenCookie, TokenSession
+    from gateway.cookies import TokenCookie, TokenSession
+    from gateway.sealing import Sealer
     from tests.conftest import SECRET
 
     settings = make_settings(session_max_age=60)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.cookies import Sealer, TokenCookie, TokenSession
+from gateway.cookies import TokenCookie, TokenSession
+from gateway.sealing import Sealer
 from gateway.unsealed import Unsealed
 from tests.conftest import SECRET
 from tests.test_cookies import T0, Clock

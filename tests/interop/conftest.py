@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from gateway.app import create_app
-from gateway.cookies import Sealer
+from gateway.sealing import Sealer
 from tests.conftest import SECRET, SettingsFactory
 from tests.live import free_port, live_server
 

@@ -23,9 +23,10 @@ from gateway.app import Gateway, build_gateway
 from gateway.authenticator import Credentials
 from gateway.chat.frames import MAX_CLIENT_ID_CHARS, MAX_TEXT_CHARS, FrameError, Ping, Resume, SendMessage, decode_frame
 from gateway.config import load_settings
-from gateway.cookies import Sealer, TokenSession
+from gateway.cookies import TokenSession
 from gateway.errors import BadOrigin, CredentialError, InvalidRequest
 from gateway.redirects import DEFAULT_NEXT, safe_next
+from gateway.sealing import Sealer
 from gateway.security import (
     CHAT_PROTOCOL,
     K8S_TOKEN_PREFIX,

@@ -18,8 +18,9 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.cookies import Sealer, TokenCookie, TokenSession
+from gateway.cookies import TokenCookie, TokenSession
 from gateway.redirects import DEFAULT_NEXT
+from gateway.sealing import Sealer
 from tests.conftest import OLD_SECRET, PUBLIC_URL, SECRET, FakeIdP, SettingsFactory, SignIn
 from tests.test_redirects import ALLOWED_VALUES, HOSTILE_BYTES
 

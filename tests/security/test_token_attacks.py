@@ -19,7 +19,8 @@ from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.cookies import Sealer, TokenCookie, TokenSession
+from gateway.cookies import TokenCookie, TokenSession
+from gateway.sealing import Sealer
 from tests.conftest import CLIENT_ID, ISSUER, PUBLIC_URL, SECRET, FakeIdP, SettingsFactory
 from tests.security.conftest import Live, StartGateway, handshake
 
