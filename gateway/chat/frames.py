@@ -94,6 +94,14 @@ def _text(value: Any, kind: str) -> str:
     return _unicode(value, "text")
 
 
+def _message_id(data: dict[str, Any], field: str, needed: str) -> str:
+    """`data[field]`, a message id: a non-empty string, else `bad_frame` with `needed` (what to send)."""
+    value = data.get(field)
+    if not isinstance(value, str) or not value:
+        raise FrameError("bad_frame", needed)
+    return _unicode(value, field)
+
+
 def decode_frame(text: str) -> ClientFrame:
     try:
         data = json.loads(text)
@@ -105,29 +113,18 @@ def decode_frame(text: str) -> ClientFrame:
     if kind == "ping":
         return Ping()
     if kind == "resume":
-        after = data.get("after")
-        if not isinstance(after, str) or not after:
-            raise FrameError("bad_frame", '"resume" needs "after": the last message id you have')
-        return Resume(_unicode(after, "after"))
+        return Resume(_message_id(data, "after", '"resume" needs "after": the last message id you have'))
     if kind == "history":
-        before = data.get("before")
-        if not isinstance(before, str) or not before:
-            raise FrameError("bad_frame", '"history" needs "before": the oldest message id you have')
-        return Older(_unicode(before, "before"))
+        return Older(_message_id(data, "before", '"history" needs "before": the oldest message id you have'))
     if kind == "typing":
         return Typing()
     if kind == "read":
-        message_id = data.get("id")
-        if not isinstance(message_id, str) or not message_id:
-            raise FrameError("bad_frame", '"read" needs "id": the newest message id you have shown')
-        return Read(_unicode(message_id, "id"))
+        return Read(_message_id(data, "id", '"read" needs "id": the newest message id you have shown'))
     if kind in ("edit", "delete"):
-        message_id = data.get("id")
-        if not isinstance(message_id, str) or not message_id:
-            raise FrameError("bad_frame", f'"{kind}" needs "id": the id of your message')
+        message_id = _message_id(data, "id", f'"{kind}" needs "id": the id of your message')
         if kind == "delete":
-            return Edit(_unicode(message_id, "id"), None)
-        return Edit(_unicode(message_id, "id"), _text(data.get("text"), kind))
+            return Edit(message_id, None)
+        return Edit(message_id, _text(data.get("text"), kind))
     if kind == "message":
         client_id = _client_id(data.get("client_id"))
         try:
