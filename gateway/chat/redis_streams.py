@@ -15,6 +15,12 @@ from gateway.redis_connect import REDIS_ERRORS, decoded
 log = logging.getLogger("gateway.redis")
 
 
+async def _back_off(failures: int, warning: str, exc: BaseException) -> None:
+    """Log `warning` (%s: the error's type), then wait before the next try: 0.4 s after the first failure
+    in a row, doubling with each further one, at most 5 s."""
+    log.warning(warning, type(exc).__name__)
+    await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+
 
 class StreamReader:
     def __init__(self, client: Any, keys: RoomKeys, rooms: dict[str, int], positions: dict[str, str],
@@ -51,8 +57,7 @@ class StreamReader:
                 raise
             except REDIS_ERRORS as exc:
                 failures += 1
-                log.warning("Redis stream read failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+                await _back_off(failures, "Redis stream read failed (%s); retrying", exc)
                 continue
             for stream_key, entries in answer or []:
                 for entry_id, fields in entries:
@@ -85,8 +90,7 @@ class StreamReader:
                 raise
             except REDIS_ERRORS as exc:
                 failures += 1
-                log.warning("Redis event subscription lost (%s); resubscribing", type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+                await _back_off(failures, "Redis event subscription lost (%s); resubscribing", exc)
             finally:
                 if pubsub is not None:
                     try:
