@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.logs import setup_logging
 
-pytest_plugins = ["tests.redis_support"]  # redis_url, redis_prefix
+pytest_plugins = ["tests.redis_support", "tests.hubs"]  # redis_url, redis_prefix; running_hubs
 
 ISSUER = "https://idp.test"
 PUBLIC_URL = "http://gateway.test"

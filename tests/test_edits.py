@@ -16,6 +16,7 @@ from gateway.chat.frames import Edit, FrameError, decode_frame
 from gateway.chat.history import SqliteHistory
 from gateway.chat.hub import Hub, HubLimits, Member
 from gateway.chat.redis_broker import RedisBroker
+from tests.hubs import RunningHubs
 
 LIMITS = {"message_rate": 10_000, "message_burst": 10_000, "presence_settle": 0}
 
@@ -45,22 +46,15 @@ def user(name: str) -> dict[str, str]:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    hubs: list[Hub] = []
-
+def make(request: pytest.FixtureRequest, tmp_path: Path, running_hubs: RunningHubs) -> Any:
     async def start(**limits: Any) -> Hub:
         if request.param == "sqlite":
-            broker: Any = MemoryBroker(SqliteHistory(tmp_path / f"h{len(hubs)}.sqlite3"))
+            broker: Any = MemoryBroker(SqliteHistory(tmp_path / f"h{len(running_hubs.started)}.sqlite3"))
         else:
             broker = RedisBroker(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
-        hub = Hub(broker, HubLimits(**LIMITS | limits))
-        await hub.start()
-        hubs.append(hub)
-        return hub
+        return await running_hubs.start(broker, HubLimits(**LIMITS | limits))
 
-    yield start
-    for hub in hubs:
-        await hub.stop()
+    return start
 
 
 async def room_with_one_message(hub: Hub) -> tuple[Member, Member, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from gateway.chat.history import StoreUnavailable, parse_id
 from gateway.chat.hub import Hub, HubLimits, Member
 from gateway.chat.quota import DAY_MS, HistoryQuota
 from gateway.chat.redis_broker import RedisBroker
+from tests.hubs import RunningHubs
 
 Make = Callable[..., "asyncio.Future[Hub]"]
 
@@ -44,22 +45,15 @@ async def wait_for(member: Member, kind: str, count: int = 1, timeout: float = 5
 
 
 @pytest.fixture
-async def hubs(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Hub] = []
-
+def hubs(redis_url: str, redis_prefix: str, running_hubs: RunningHubs) -> Callable[..., Any]:
     async def make(**options: Any) -> Hub:
         limits = HubLimits(message_rate=1000, message_burst=1000, presence_settle=0)  # presence at once
         broker = RedisBroker(redis_url, redis_prefix, options.pop("history_limit", 10_000),
                              options.pop("presence_ttl", 30.0), clock=options.pop("clock", time.time),
                              quota=options.pop("quota", None))
-        hub = Hub(broker, limits)
-        await hub.start()
-        started.append(hub)
-        return hub
+        return await running_hubs.start(broker, limits)
 
-    yield make
-    for hub in started:
-        await hub.stop()
+    return make
 
 
 @pytest.mark.anyio

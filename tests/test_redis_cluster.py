@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from redis.crc import key_slot
 from gateway.chat.hub import Hub, HubLimits, Member
 from gateway.chat.redis_broker import RedisBroker
 from gateway.chat.redis_keys import RoomKeys
+from tests.hubs import RunningHubs
 from tests.redis_topologies import ClusterSet, client, cluster_set, until
 from tests.test_hub import sent
 from tests.test_redis_broker import frames, user, wait_for
@@ -32,19 +33,12 @@ def cluster() -> Iterator[ClusterSet]:
 
 
 @pytest.fixture
-async def hubs(cluster: ClusterSet) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Hub] = []
-
+def hubs(cluster: ClusterSet, running_hubs: RunningHubs) -> Callable[..., Any]:
     async def make(**options: Any) -> Hub:
-        hub = Hub(RedisBroker(cluster.url, options.pop("prefix", PREFIX), **options),
-                  HubLimits(message_rate=1000, message_burst=1000, presence_settle=0))
-        await hub.start()
-        started.append(hub)
-        return hub
+        return await running_hubs.start(RedisBroker(cluster.url, options.pop("prefix", PREFIX), **options),
+                                        HubLimits(message_rate=1000, message_burst=1000, presence_settle=0))
 
-    yield make
-    for hub in started:
-        await hub.stop()
+    return make
 
 
 def owner(cluster: ClusterSet, room: str) -> int:
