@@ -230,3 +230,87 @@ async def test_a_storm_of_resumes_reads_the_rooms_changes_once_until_the_next_ch
     await hub.send_changes(late, after="0-0")
     assert reads == ["0-0", "0-0"]
     assert [e["type"] for e in of_type(late, "edit", "delete")] == ["edit", "delete"]
+
+
+@pytest.mark.anyio
+async def test_resumes_that_come_while_the_changes_are_read_wait_for_that_one_read(make: Any) -> None:
+    """A storm's joins arrive together: without a shared read each one would ask the store (SQLite's one
+    thread), one after the other. A change that comes while the read is under way is not shared: the
+    read may have missed it."""
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, "hello")
+    await eventually(bob, "edit")
+    read = hub.broker.changes_since
+    reads: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(room: str, after: str, limit: int) -> Any:
+        reads.append(after)
+        await release.wait()
+        return await read(room, after, limit)
+
+    hub.broker.changes_since = slow
+
+    async def resume(member: Member) -> None:
+        await hub.join(member, after="0-0")
+        await hub.send_changes(member, after="0-0")
+
+    crowd = [hub.member("r", user(f"u{i}")) for i in range(20)]
+    waiting = [asyncio.ensure_future(resume(member)) for member in crowd]
+    await until(lambda: reads)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert reads == ["0-0"]  # twenty joins under way, one read
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    assert all([e["text"] for e in of_type(member, "edit")] == ["hello"] for member in crowd)
+
+    await hub.change(ann, message_id, "again")  # the kept copy is dropped: the next resume reads
+    await eventually(bob, "edit")
+    release.clear()
+    first = asyncio.ensure_future(resume(hub.member("r", user("a"))))
+    await until(lambda: len(reads) == 2)
+    await hub.change(ann, message_id, "third")  # while that read is under way
+    late = hub.member("r", user("late"))
+    second = asyncio.ensure_future(resume(late))
+    await until(lambda: len(reads) == 3)  # the change: a read of its own, not the one begun before it
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert reads == ["0-0", "0-0", "0-0"]
+    assert [e["text"] for e in of_type(late, "edit")][-1] == "third"
+
+
+async def until(condition: Any, turns: int = 10_000) -> None:
+    """Let the loop run until `condition()` holds; fails (instead of hanging) after `turns` turns."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition did not come true")
+
+
+@pytest.mark.anyio
+async def test_a_failed_read_of_the_changes_is_not_kept(make: Any) -> None:
+    from gateway.chat.history import StoreUnavailable
+
+    hub = await make()
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, "hello")
+    await eventually(bob, "edit")
+    read = hub.broker.changes_since
+    failures = [StoreUnavailable("down")]
+
+    async def flaky(room: str, after: str, limit: int) -> Any:
+        if failures:
+            raise failures.pop()
+        return await read(room, after, limit)
+
+    hub.broker.changes_since = flaky
+    first, second = hub.member("r", user("a")), hub.member("r", user("b"))
+    await hub.join(first, after="0-0")
+    await hub.send_changes(first, after="0-0")  # logged, not raised: the socket stays
+    assert of_type(first, "edit") == []
+    await hub.join(second, after="0-0")
+    await hub.send_changes(second, after="0-0")
+    assert [e["text"] for e in of_type(second, "edit")] == ["hello"]

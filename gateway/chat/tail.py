@@ -54,6 +54,8 @@ class _Tail:
     since: tuple[str, str] | None = None  # (after, its `history` frame): a storm's resumes share one point
     changes: tuple[str, list[str]] | None = None  # (after, the edit and delete frames since): the same
     changes_seen: int = 0  # edits and deletes delivered so far (a read that overlapped one is not kept)
+    # The read of `changes` under way: (after, changes_seen when it began, the read); joins share it.
+    changes_reading: tuple[str, int, asyncio.Task[list[str]]] | None = None
 
 
 class RoomTails:
@@ -157,16 +159,31 @@ class RoomTails:
     async def changes_since(self, room: str, after: str, read: ReadChanges) -> list[str]:
         """The edit and delete frames logged since `after` (`read` asks the store), kept for the next
         socket that resumes from the same point until the room's next edit or delete: a reconnect storm
-        reads them once per room, not once per socket."""
+        reads them once per room, not once per socket, and the joins that come while that one read is
+        under way wait for it (unless an edit or delete came meanwhile, which the read may have missed)."""
         tail = self._tails.get(room)
-        if tail is not None and tail.changes is not None and tail.changes[0] == after:
+        if tail is None:
+            return [encode(event) for event in await read()]
+        if tail.changes is not None and tail.changes[0] == after:
             return tail.changes[1]
-        seen = tail.changes_seen if tail is not None else -1
-        frames = [encode(event) for event in await read()]
-        tail = self._tails.get(room)
-        if tail is not None and tail.changes_seen == seen:
+        reading = tail.changes_reading
+        if reading is None or reading[0] != after or reading[1] != tail.changes_seen:
+            task = asyncio.ensure_future(self._read_changes(read))
+            task.add_done_callback(_retrieve)
+            reading = tail.changes_reading = (after, tail.changes_seen, task)
+        try:
+            frames = await asyncio.shield(reading[2])
+        finally:
+            tail = self._tails.get(room)
+            if tail is not None and tail.changes_reading is reading and reading[2].done():
+                tail.changes_reading = None  # done, or failed: the next join reads again
+        if tail is not None and tail.changes_seen == reading[1]:
             tail.changes = (after, frames)
         return frames
+
+    @staticmethod
+    async def _read_changes(read: ReadChanges) -> list[str]:
+        return [encode(event) for event in await read()]
 
     def change(self, event: Message) -> None:
         """An edit or delete delivered to this instance: the kept copy takes it (joins show it)."""
@@ -189,3 +206,9 @@ class RoomTails:
 
     def drop(self, room: str) -> None:
         self._tails.pop(room, None)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A shared read's failure goes to the joins that waited for it; none left means nobody to tell."""
+    if not task.cancelled():
+        task.exception()
