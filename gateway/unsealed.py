@@ -5,6 +5,10 @@ Keyed by a MAC of the sealed value under a key of this process (the cookie itsel
 kept as a key); bounded in entries and in bytes. It holds only what decryption gave: every check after
 it (the session's age, its anchor cookie, the deny-list, the provider) still runs on every use, and the
 entry of a cookie that logs out is dropped.
+
+The bounds hold a reconnect storm: 20,000 browsers with cookies of about 1.6 kB (a JWT access token
+sealed) all fit, so the storm after a restart of one replica never cycles through an LRU that is one
+cookie too small (every handshake a miss). At most 64 MiB.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ T = TypeVar("T")
 
 
 class Unsealed(Generic[T]):
-    def __init__(self, max_entries: int = 10_000, max_bytes: int = 16 << 20) -> None:
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = 64 << 20) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._key = os.urandom(32)

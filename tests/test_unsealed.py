@@ -94,6 +94,16 @@ def test_the_cache_is_bounded_in_entries_and_in_bytes() -> None:
     assert by_bytes.get("y" * 20_000) is None and by_bytes.get("0099" + "x" * 1000) is not None
 
 
+def test_the_default_bounds_hold_a_storm_of_twenty_thousand_browsers() -> None:
+    """Ten thousand reconnecting clients cycle through the cache in order: one entry too few and each of
+    them misses (an LRU evicts the very cookie that comes next)."""
+    cache: Unsealed[int] = Unsealed()
+    cookies = [f"{i:05d}" + "x" * 1600 for i in range(20_000)]
+    for i, sealed in enumerate(cookies):
+        cache.put(sealed, T0, i)
+    assert sum(cache.get(sealed) == (T0, i) for i, sealed in enumerate(cookies)) == 20_000
+
+
 def test_sealed_at_reads_the_time_fernet_sealed_with() -> None:
     clock = Clock(T0 + 12.7)
     sealer = Sealer([SECRET], "token cookie", clock=clock)
