@@ -3,6 +3,7 @@ CPU and memory readings from /proc, the fake provider, tokens and cookies, and t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib.metadata
@@ -404,11 +405,27 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def py_spy() -> str | None:
+    """The py-spy command, or None when it is not installed (`--profile` needs it)."""
+    found = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+    return found if Path(found).is_file() else None
+
+
+def profile_dir(parser: argparse.ArgumentParser, directory: Path | None) -> None:
+    """`--profile DIR`: checked before the run (which takes minutes), not when the first profile starts."""
+    if directory is None:
+        return
+    if py_spy() is None:
+        parser.error("--profile needs py-spy: .venv/bin/python -m pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 class Profile:
     """py-spy sampling a server process (`--profile DIR` in the scripts): folded stacks, then a summary."""
 
     def __init__(self, proc: Proc, out: Path, rate: int = 250) -> None:
-        spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+        spy = py_spy()
+        assert spy is not None, "checked by profile_dir"
         self.out = out
         self.process = subprocess.Popen([spy, "record", "--pid", str(proc.pid), "--output", str(out),
                                          "--format", "raw", "--rate", str(rate), "--nonblocking"],

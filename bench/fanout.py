@@ -260,8 +260,7 @@ def main(argv: list[str]) -> int:
                         help="passed to bench/server.py, e.g. --server-option=--orjson")
     parser.add_argument("--profile", type=Path, help="py-spy each server during the burst; folded stacks here")
     args = parser.parse_args(argv[1:])
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
+    common.profile_dir(parser, args.profile)
     common.become_load_generator()
     common.use_uvloop()
     common.header("fanout", argv + args.server_option)

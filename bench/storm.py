@@ -491,7 +491,6 @@ async def reconnect(fleet: Fleet, args: argparse.Namespace, storm: Storm, provid
     server = fleet.server
     profile = None
     if args.profile is not None:
-        args.profile.mkdir(parents=True, exist_ok=True)
         profile = common.Profile(server, args.profile / f"storm-{fleet.name}-{storm.mode}.txt")
     for client in fleet.clients:
         client.begin()
@@ -751,6 +750,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:])
     if set(args.modes) - {"close", "restart"}:
         parser.error("--modes: close, restart")
+    common.profile_dir(parser, args.profile)
     common.become_load_generator(args.clients + 2000)
     common.use_uvloop()
     common.header("storm", argv)
