@@ -570,6 +570,58 @@ async def test_sockets_that_asked_for_changes_get_what_changed_and_the_others_th
 
 
 @pytest.mark.anyio
+async def test_joins_that_come_while_the_list_is_read_go_with_that_batch(tmp_path: Path) -> None:
+    """In a storm the loop is busy: between a batch falling due and its list being read, more sockets
+    join. The list then holds them; the next batch must not tell every socket of them again (that was
+    half of a 10,000-client storm's presence bytes), and the joiners waiting for it get this list."""
+    clock, timer = Clock(), ManualTimer()
+    hub = await make_hub(tmp_path / "h.sqlite3", clock, timer, presence_settle=0.2, presence_max_wait=5.0)
+    present = hub.broker.present
+    reading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_present(room: str) -> list[dict[str, str]]:
+        reading.set()
+        await release.wait()
+        return await present(room)
+
+    try:
+        watcher = hub.member("r", user("watcher"))
+        watcher.presence_changes = True
+        await hub.join(watcher)
+        frames(watcher)
+        hub.presence._present = slow_present
+        crowd = [hub.member("r", user(f"u{i}")) for i in range(10)]
+        for member in crowd:
+            member.presence_changes = True
+            await hub.join(member)
+        timer.fire()
+        await asyncio.wait_for(reading.wait(), 5)  # the batch is due; its list is being read
+        late = [hub.member("r", user(f"late{i}")) for i in range(10)]
+        for member in late:
+            member.presence_changes = True
+            await hub.join(member)
+        await hub.leave(crowd[0])
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        everyone = {"Watcher", *(f"U{i}" for i in range(1, 10)), *(f"Late{i}" for i in range(10))}
+        got = frames(watcher)
+        assert [f["type"] for f in got] == ["presence_changes"]
+        assert {u["name"] for u in got[0]["joined"]} == everyone  # its own join was in the batch too
+        assert [u["name"] for u in got[0]["left"]] == ["U0"]  # came and went: its latest change
+        for member in (*crowd[1:], *late[1:]):  # waiting for a list (late0 had its own at once)
+            lists = [f for f in frames(member) if f["type"] == "presence"]
+            assert len(lists) == 1 and {u["name"] for u in lists[0]["users"]} == everyone
+        timer.fire()  # the batch that had begun meanwhile went with this one: nothing more
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert frames(watcher) == []
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.anyio
 async def test_a_lone_join_during_a_pending_change_still_gets_a_list(tmp_path: Path) -> None:
     """One pending change (someone left) and one socket joining: the batch is sent as a list, not as
     the single `leave`, or the joiner would never learn who is here."""

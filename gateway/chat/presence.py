@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,18 @@ class PresenceBatcher:
                 self._send(room, event)
                 self.frames_sent += 1
             return
+        later = self._pending.pop(room, None)
+        if later is not None:
+            # Changes that came while the list was read (a storm's joins): the list may hold them already.
+            # They go with this batch, applied to the list, so the next batch does not repeat to every
+            # socket what its list just gave it (it did: half of a storm's presence bytes), and the
+            # sockets waiting for that batch's list get this one.
+            if later.handle is not None:
+                later.handle.cancel()
+            merged = {event["user"]["id"]: event for event in changes}
+            merged.update(later.changes)
+            changes = list(merged.values())
+            users = _applied(users, later.changes.values())
         self.frames_sent += self._send_batch(room, changes, users)
 
     async def stop(self) -> None:
@@ -142,3 +154,14 @@ class PresenceBatcher:
         for task in list(self._flushing):
             task.cancel()
         await asyncio.gather(*self._flushing, return_exceptions=True)
+
+
+def _applied(users: list[dict[str, str]], changes: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    """`users` with each user's latest `join` or `leave` applied."""
+    by_id = {user["id"]: user for user in users}
+    for event in changes:
+        if event["type"] == "join":
+            by_id[event["user"]["id"]] = event["user"]
+        else:
+            by_id.pop(event["user"]["id"], None)
+    return list(by_id.values())
