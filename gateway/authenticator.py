@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from gateway.cache import DenyList, ValidationCache, cache_key
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, InvalidToken, RateLimited
+from gateway.jwt_validator import peek_jwt
 from gateway.limits import KeyedBuckets
 from gateway.providers import Provider, Providers
 from gateway.tokens import Principal, check_token_syntax
-from gateway.validators import peek_jwt
 
 log = logging.getLogger("gateway.auth")
 SESSION_ENTRY = "session "  # a deny-list entry for a sign-in; no token holds a space (token68)

@@ -167,9 +167,9 @@ async def _check(settings: Settings) -> list[str]:
     import httpx
 
     from gateway.errors import ProviderUnavailable
+    from gateway.jwt_validator import JwtValidator
     from gateway.logout import logout_uri_lines
     from gateway.providers import Providers, variable_prefix
-    from gateway.validators import JwtValidator
 
     problems = []
     async with httpx.AsyncClient(timeout=settings.provider_timeout) as client:

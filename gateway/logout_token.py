@@ -19,9 +19,9 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from gateway.cookies import provider_id
 from gateway.errors import GatewayError, InvalidToken
+from gateway.jwt_validator import peek_jwt
 from gateway.providers import Provider
 from gateway.replay import ReplayCache, replay_key
-from gateway.validators import peek_jwt
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_LOGOUT_TOKEN_BYTES = 8 * 1024

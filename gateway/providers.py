@@ -24,12 +24,11 @@ with warnings.catch_warnings():
 
 from gateway.config import ASYMMETRIC_ALGORITHMS, ProviderSettings, Settings
 from gateway.errors import ProviderUnavailable
+from gateway.jwt_validator import JwksCache, JwtValidator
 from gateway.presets import github_metadata
 from gateway.validators import (
     GithubValidator,
     IntrospectionValidator,
-    JwksCache,
-    JwtValidator,
     ProviderHTTP,
     TokenValidator,
     UserinfoValidator,

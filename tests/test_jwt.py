@@ -17,7 +17,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from gateway.errors import CredentialError, Forbidden, InsufficientScope, InvalidToken, ProviderUnavailable
-from gateway.validators import JwksCache, JwtValidator, ProviderHTTP
+from gateway.jwt_validator import JwksCache, JwtValidator
+from gateway.validators import ProviderHTTP
 
 ISSUER = "https://idp.test"
 JWKS_URL = f"{ISSUER}/jwks"

@@ -107,8 +107,8 @@ def test_the_public_names_are_what_all_lists() -> None:
 def test_importing_the_public_api_pulls_no_flask_no_redis_and_the_cores_no_fastapi() -> None:
     script = (
         "import sys\n"
-        "import gateway.tokens, gateway.validators, gateway.rules, gateway.access, gateway.chat.hub, "
-        "gateway.chat.watch\n"
+        "import gateway.tokens, gateway.validators, gateway.jwt_validator, gateway.rules, gateway.access, "
+        "gateway.chat.hub, gateway.chat.watch\n"
         "assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules, 'a core loaded a web framework'\n"
         "from gateway import Gateway, CurrentUser, OptionalUser, Principal, require, live_session\n"
         "assert 'fastapi' in sys.modules\n"
