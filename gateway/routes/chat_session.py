@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -52,7 +53,7 @@ async def run(websocket: WebSocket, member: Member, principal: Principal) -> Non
     vanished) gets nothing more: uvicorn has answered its close frame already."""
     outbox = member.outbox
     reader = asyncio.create_task(_read(websocket, member))
-    reader.add_done_callback(lambda task: _reader_done(task, member))
+    reader.add_done_callback(partial(_reader_done, member=member))
     watch = _watch(websocket, member, principal).start()
     try:
         await _write(websocket, member)
@@ -63,7 +64,7 @@ async def run(websocket: WebSocket, member: Member, principal: Principal) -> Non
         outbox.abandon()
 
 
-def _reader_done(task: asyncio.Task[None], member: Member) -> None:
+def _reader_done(task: asyncio.Task[None], *, member: Member) -> None:
     if task.cancelled():
         return
     failure = task.exception()
@@ -73,44 +74,61 @@ def _reader_done(task: asyncio.Task[None], member: Member) -> None:
         member.outbox.close(1011, "server error; reconnect")
 
 
-def _watch(websocket: WebSocket, member: Member, principal: Principal) -> SessionWatch:
-    gateway = gateway_of(websocket)
-    authenticator = gateway.authenticator
+class _Checks:
+    """What the session watch asks of one socket, as bound methods of one small object rather than
+    closures (a function, its cells and their tuple each): a storm's cost is mostly the garbage
+    collector's, which grows with the objects each socket holds (bench/README.md)."""
 
-    async def recheck() -> Principal:
-        # Read at each check: a refresh of the sign-in replaces them (on_refresh below).
-        current = await authenticator.principal(websocket.state.credentials)
-        gateway.access.check(current, member.room)  # a lost group or a changed claim ends it: 4403
+    __slots__ = ("gateway", "member", "watch", "websocket")
+
+    def __init__(self, websocket: WebSocket, member: Member) -> None:
+        self.websocket = websocket
+        self.member = member
+        self.gateway = gateway_of(websocket)
+        self.watch: SessionWatch | None = None
+
+    async def recheck(self) -> Principal:
+        # Read at each check: a refresh of the sign-in replaces them (refreshed below).
+        current = await self.gateway.authenticator.principal(self.websocket.state.credentials)
+        self.gateway.access.check(current, self.member.room)  # a lost group or a changed claim ends it: 4403
         return current
 
-    def end(how: SessionEnd) -> None:
-        member.outbox.put(error_frame(how.error, how.message))
-        member.outbox.close(how.close_code, how.message)
+    def next_check(self, current: Principal) -> float:
+        return self.gateway.authenticator.recheck_at(current, self.websocket.state.credentials)
 
-    watch = SessionWatch(
-        principal,
-        recheck=recheck,
-        next_check=lambda current: authenticator.recheck_at(current, websocket.state.credentials),
-        on_end=end,
-        on_trouble=lambda: member.outbox.put(error_frame("provider_unavailable",
-                                                         "the sign-in provider is unreachable; still connected")),
-    )
-    sign_in = member.sign_in
-    if sign_in is not None:
-        def on_refresh(sealed: str) -> None:
-            """The sign-in was refreshed (here or on another instance): take its new token and expiry, check
-            it now, and tell the page when it ends (a `session` frame)."""
-            session = sealed_session(gateway, sealed, sign_in.session_id)
-            if session is None or session.provider != sign_in.provider:
-                return
-            ends = session.auth_time + gateway.settings.session_max_age
-            websocket.state.credentials = Credentials(session.access_token, "cookie", session.provider,
-                                                      session.expires_at, ends, session.session_id, session.sid or None)
-            watch.check_now()
-            expires_at = min(ends, session.expires_at) if session.expires_at is not None else ends
-            member.outbox.put(encode({"type": "session", "expires_at": expires_at}))
+    def end(self, how: SessionEnd) -> None:
+        self.member.outbox.put(error_frame(how.error, how.message))
+        self.member.outbox.close(how.close_code, how.message)
 
-        member.on_refresh = on_refresh
+    def trouble(self) -> None:
+        self.member.outbox.put(error_frame("provider_unavailable",
+                                           "the sign-in provider is unreachable; still connected"))
+
+    def refreshed(self, sealed: str) -> None:
+        """The sign-in was refreshed (here or on another instance): take its new token and expiry, check it
+        now, and tell the page when it ends (a `session` frame)."""
+        gateway, sign_in = self.gateway, self.member.sign_in
+        if sign_in is None:
+            return
+        session = sealed_session(gateway, sealed, sign_in.session_id)
+        if session is None or session.provider != sign_in.provider:
+            return
+        ends = session.auth_time + gateway.settings.session_max_age
+        self.websocket.state.credentials = Credentials(session.access_token, "cookie", session.provider,
+                                                       session.expires_at, ends, session.session_id,
+                                                       session.sid or None)
+        if self.watch is not None:
+            self.watch.check_now()
+        expires_at = min(ends, session.expires_at) if session.expires_at is not None else ends
+        self.member.outbox.put(encode({"type": "session", "expires_at": expires_at}))
+
+
+def _watch(websocket: WebSocket, member: Member, principal: Principal) -> SessionWatch:
+    checks = _Checks(websocket, member)
+    watch = checks.watch = SessionWatch(principal, recheck=checks.recheck, next_check=checks.next_check,
+                                        on_end=checks.end, on_trouble=checks.trouble)
+    if member.sign_in is not None:
+        member.on_refresh = checks.refreshed
     return watch
 
 
