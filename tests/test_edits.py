@@ -67,6 +67,14 @@ async def room_with_one_message(hub: Hub) -> tuple[Member, Member, str]:
     return ann, bob, ack["id"]
 
 
+async def room_with_an_edit(hub: Hub) -> tuple[Member, Member, str]:
+    """`room_with_one_message`, then ann edits it to "hello" (bob has seen the edit)."""
+    ann, bob, message_id = await room_with_one_message(hub)
+    await hub.change(ann, message_id, "hello")
+    await eventually(bob, "edit")
+    return ann, bob, message_id
+
+
 @pytest.mark.anyio
 async def test_the_author_edits_and_everyone_sees_it_also_later(make: Any) -> None:
     hub = await make()
@@ -206,9 +214,7 @@ async def test_a_malformed_id_is_bad_frame(make: Any) -> None:
 @pytest.mark.anyio
 async def test_a_storm_of_resumes_reads_the_rooms_changes_once_until_the_next_change(make: Any) -> None:
     hub = await make()
-    ann, bob, message_id = await room_with_one_message(hub)
-    await hub.change(ann, message_id, "hello")
-    await eventually(bob, "edit")
+    ann, bob, message_id = await room_with_an_edit(hub)
     read = hub.broker.changes_since
     reads: list[str] = []
 
@@ -238,9 +244,7 @@ async def test_resumes_that_come_while_the_changes_are_read_wait_for_that_one_re
     thread), one after the other. A change that comes while the read is under way is not shared: the
     read may have missed it."""
     hub = await make()
-    ann, bob, message_id = await room_with_one_message(hub)
-    await hub.change(ann, message_id, "hello")
-    await eventually(bob, "edit")
+    ann, bob, message_id = await room_with_an_edit(hub)
     read = hub.broker.changes_since
     reads: list[str] = []
     release = asyncio.Event()
@@ -295,9 +299,7 @@ async def test_a_failed_read_of_the_changes_is_not_kept(make: Any) -> None:
     from gateway.chat.history import StoreUnavailable
 
     hub = await make()
-    ann, bob, message_id = await room_with_one_message(hub)
-    await hub.change(ann, message_id, "hello")
-    await eventually(bob, "edit")
+    await room_with_an_edit(hub)
     read = hub.broker.changes_since
     failures = [StoreUnavailable("down")]
 

@@ -163,7 +163,7 @@ class RoomTails:
         under way wait for it (unless an edit or delete came meanwhile, which the read may have missed)."""
         tail = self._tails.get(room)
         if tail is None:
-            return [encode(event) for event in await read()]
+            return await self._read_changes(read)
         if tail.changes is not None and tail.changes[0] == after:
             return tail.changes[1]
         reading = tail.changes_reading
