@@ -2,18 +2,21 @@
 
 Finding the primary, following a failover and MOVED/ASK are redis-py's work (`redis.asyncio.sentinel`,
 `redis.asyncio.cluster`); here we only choose timeouts and retries so that a lost primary surfaces as an
-error within about a second (the caller answers `store_unavailable`) instead of hanging a publish.
+error within about a second (the caller answers `store_unavailable`) instead of hanging a publish, and
+work around two faults of redis-py 8.1's cluster client (`_WriteGuard`, `close`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 from redis.retry import Retry
 
 from gateway.redis_url import RedisTarget, parse_redis_url
@@ -51,12 +54,51 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
         return sentinels.master_for(target.service, db=target.db, **auth, **common)
     # A cluster refreshes its slot map between attempts: give it a little longer to see a promotion.
     common["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.1), 3)
-    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **auth, **common)
+    cluster = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **auth, **common)
+    _guard_writes(cluster)
+    return cluster
+
+
+class _WriteGuard(Connection):
+    """redis-py 8.1's cluster client disconnects a node's idle connections after an error on that node
+    (`ClusterNode.disconnect_free_connections`) while another task may just have taken one of them: that
+    task's write then fails with `AttributeError: 'NoneType' object has no attribute 'writelines'`, which no
+    retry and no caller expects (redis/redis-py#4287, fixed on its master by #4288, not released in 8.1.0).
+    The write binds the stream once and raises redis-py's ConnectionError instead, which the cluster client
+    retries on a fresh connection. Only `_send_packed_command` is replaced: every client here sets
+    socket_timeout, so redis-py always writes through it."""
+
+    async def _send_packed_command(self, command: Any) -> None:
+        writer = self._writer
+        if writer is None:
+            raise ConnectionError("the Redis connection was closed by another task while a command was sent")
+        writer.writelines(command)
+        await writer.drain()
+
+
+@functools.cache
+def _guarded(plain: type[Connection]) -> type[Connection]:  # plain: Connection or SSLConnection
+    return type(f"Guarded{plain.__name__}", (_WriteGuard, plain), {})
+
+
+def _guard_writes(cluster: RedisCluster) -> None:
+    """RedisCluster takes no connection class: it is set where its nodes (the startup nodes already made,
+    and every node it finds later) take theirs."""
+    guarded = _guarded(cluster.connection_kwargs["connection_class"])
+    cluster.connection_kwargs["connection_class"] = guarded
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = guarded
 
 
 async def close(client: Any) -> None:
     """Close a client from `connect`, and with Sentinel the connections to the Sentinels themselves."""
     await client.aclose()
+    if isinstance(client, RedisCluster):
+        # redis-py 8.1's RedisCluster.aclose() does nothing while the client waits to re-read the cluster's
+        # slots (after a ConnectionError or TimeoutError on a node, until the next command): every
+        # connection would stay open. Closing the nodes again costs nothing when aclose() did it.
+        await client.nodes_manager.aclose()
+        await client.nodes_manager.aclose("startup_nodes")
     manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
     for sentinel in getattr(manager, "sentinels", ()):
         await sentinel.aclose()

@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.chat.hub import Hub, HubLimits, Member
 from gateway.chat.redis_broker import RedisBroker
 from gateway.chat.redis_keys import RoomKeys
+from gateway.chat.redis_replicas import ReplicatedWrites
+from gateway.redis_connect import close, connect
 from tests.hubs import RunningHubs
 from tests.redis_topologies import ClusterSet, client, cluster_set, until
 from tests.test_hub import sent
@@ -249,3 +253,61 @@ async def test_edits_and_deletes_work_on_every_shard_and_reach_the_other_instanc
         assert (await b.broker.page(room, None, 5)).messages[0]["deleted"] is True
         assert [e["type"] for e in await b.broker.changes_since(room, "0-0", 10)] == ["edit", "delete"]
     assert len({owner(cluster, room) for room in rooms}) > 1  # the rooms were on more than one shard
+
+
+@pytest.mark.anyio
+async def test_a_write_racing_a_disconnect_fails_as_a_connection_error(cluster: ClusterSet) -> None:
+    """redis-py/redis-py#4287: a connection closed by another task between the check and the write raised an
+    AttributeError, which neither the cluster client's retries nor the gateway's handlers expect."""
+    redis = connect(cluster.url, socket_timeout=2)
+    try:
+        await redis.ping(target_nodes=redis.PRIMARIES)
+        node = redis.get_primaries()[0]
+        connection = node.acquire_connection()
+        await connection.connect()
+        sent, _ = await asyncio.gather(connection.send_packed_command(connection.pack_command("PING")),
+                                       connection.disconnect(nowait=True), return_exceptions=True)
+        node.release(connection)
+        assert isinstance(sent, RedisConnectionError), repr(sent)
+        assert await redis.ping(target_nodes=node)  # and the pool goes on with a fresh connection
+    finally:
+        await close(redis)
+
+
+@pytest.mark.anyio
+async def test_closing_a_cluster_client_after_a_node_error_closes_every_connection(cluster: ClusterSet) -> None:
+    """After a ConnectionError on a node the client waits to re-read the slots; redis-py 8.1's aclose() then
+    closed nothing, and every connection was left to the garbage collector (ResourceWarning)."""
+    redis = connect(cluster.url, socket_timeout=2)
+    await redis.ping(target_nodes=redis.PRIMARIES)
+    node = redis.get_primaries()[0]
+    ours = await redis.execute_command("CLIENT ID", target_nodes=node)
+    direct = client(node.port)
+    direct.execute_command("CLIENT KILL ID", ours)
+    direct.close()
+    with pytest.raises(RedisConnectionError):  # a command aimed at one node is not retried
+        await redis.ping(target_nodes=node)
+    nodes = [*redis.nodes_manager.nodes_cache.values(), *redis.nodes_manager.startup_nodes.values()]
+    assert any(c.is_connected for n in nodes for c in n._connections)  # the other primaries' connections
+    await close(redis)
+    assert [c for n in nodes for c in n._connections if c.is_connected] == []
+
+
+@pytest.mark.anyio
+async def test_a_node_dropped_from_the_map_under_a_replicated_write_keeps_no_connection(cluster: ClusterSet) -> None:
+    """A failover replaces the client's node objects; a write aimed at the one it had picked opened a connection
+    on a node nobody would close (the 4 writers of the failover test left 4 sockets to the garbage collector)."""
+    redis = connect(cluster.url, socket_timeout=2)
+    try:
+        writes = ReplicatedWrites(redis, min_replicas=1, timeout=1.0)
+        script = redis.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+        key = PREFIX + "{dropped}:key"
+        await redis.initialize()
+        picked = redis.get_node_from_key(key)
+        redis.nodes_manager.nodes_cache[picked.name] = ClusterNode(picked.host, picked.port, picked.server_type,
+                                                                   **redis.connection_kwargs)  # as a refresh does
+        assert await writes.run(script, [key], ["v"]) in (b"OK", "OK")
+        assert picked._connections and not any(c.is_connected for c in picked._connections)
+    finally:
+        await close(redis)
+

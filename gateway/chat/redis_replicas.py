@@ -59,6 +59,7 @@ class ReplicatedWrites:
         """ClusterPipeline re-runs only the commands that failed (a WAIT that lost its connection would run
         on a fresh one and count nothing) and follows MOVED one command at a time; so: no redirections, and
         CLIENT ID on both sides to prove the script and its WAIT shared a connection."""
+        await self.client.initialize()  # a refresh of the slot map that is due runs before the node is picked
         node = self.client.get_node_from_key(keys[0])
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("CLIENT ID", target_nodes=node)
@@ -70,6 +71,11 @@ class ReplicatedWrites:
         except (MovedError, AskError, TryAgainError):
             await self.client.exists(keys[0])  # a plain command follows MOVED and refreshes the slot map
             raise StoreUnavailable("the room's slot moved; send again") from None
+        finally:
+            # A failover can drop the node from the client's map while the pipeline is under way; the dropped
+            # node object keeps the connections it opened, and nobody would close them.
+            if self.client.get_node(node_name=node.name) is not node:
+                await node.disconnect_free_connections()
         if before != after:
             raise StoreUnavailable("the Redis connection changed between the message and its WAIT")
         return answer, replicas
