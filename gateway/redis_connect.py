@@ -3,13 +3,12 @@
 Finding the primary, following a failover and MOVED/ASK are redis-py's work (`redis.asyncio.sentinel`,
 `redis.asyncio.cluster`); here we only choose timeouts and retries so that a lost primary surfaces as an
 error within about a second (the caller answers `store_unavailable`) instead of hanging a publish, and
-work around two faults of redis-py 8.1's cluster client (`_WriteGuard`, `close`).
+work around faults of redis-py 8.1's cluster client (`_ClusterConnection`, `close`).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -55,18 +54,38 @@ def connect(target: RedisTarget | str, *, socket_timeout: float, health_check_in
     # A cluster refreshes its slot map between attempts: give it a little longer to see a promotion.
     common["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.1), 3)
     cluster = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **auth, **common)
-    _guard_writes(cluster)
+    _own_connections(cluster)
     return cluster
 
 
-class _WriteGuard(Connection):
-    """redis-py 8.1's cluster client disconnects a node's idle connections after an error on that node
-    (`ClusterNode.disconnect_free_connections`) while another task may just have taken one of them: that
-    task's write then fails with `AttributeError: 'NoneType' object has no attribute 'writelines'`, which no
-    retry and no caller expects (redis/redis-py#4287, fixed on its master by #4288, not released in 8.1.0).
-    The write binds the stream once and raises redis-py's ConnectionError instead, which the cluster client
-    retries on a fresh connection. Only `_send_packed_command` is replaced: every client here sets
-    socket_timeout, so redis-py always writes through it."""
+class _ClusterConnection(Connection):
+    """What the cluster client's nodes connect with, for two faults of redis-py 8.1's cluster client.
+
+    - It disconnects a node's idle connections after an error on that node (`disconnect_free_connections`)
+      while another task may just have taken one of them: that task's write then failed with
+      `AttributeError: 'NoneType' object has no attribute 'writelines'`, which no retry and no caller
+      expects (redis/redis-py#4287, fixed on its master by #4288, not released in 8.1.0). The write binds
+      the stream once and raises redis-py's ConnectionError instead, which the cluster client retries on a
+      fresh connection. Only `_send_packed_command` is replaced: every client here sets socket_timeout, so
+      redis-py always writes through it.
+    - A failover replaces node objects while pipelines are under way on the old ones; what those open
+      belongs to a node no longer in the client's map, which its aclose() never reaches (and which the
+      garbage collector found still open). Every connection is in `opened` while it is connected, and
+      `close` closes whatever is still there.
+    """
+
+    opened: ClassVar[set[Connection]]
+
+    async def _connect(self) -> None:
+        await super()._connect()  # type: ignore[no-untyped-call]
+        self.opened.add(self)
+
+    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().disconnect(*args, **kwargs)
+        finally:
+            if not self.is_connected:
+                self.opened.discard(self)
 
     async def _send_packed_command(self, command: Any) -> None:
         writer = self._writer
@@ -76,18 +95,14 @@ class _WriteGuard(Connection):
         await writer.drain()
 
 
-@functools.cache
-def _guarded(plain: type[Connection]) -> type[Connection]:  # plain: Connection or SSLConnection
-    return type(f"Guarded{plain.__name__}", (_WriteGuard, plain), {})
-
-
-def _guard_writes(cluster: RedisCluster) -> None:
+def _own_connections(cluster: RedisCluster) -> None:
     """RedisCluster takes no connection class: it is set where its nodes (the startup nodes already made,
-    and every node it finds later) take theirs."""
-    guarded = _guarded(cluster.connection_kwargs["connection_class"])
-    cluster.connection_kwargs["connection_class"] = guarded
+    and every node it finds later) take theirs. One class per client, for its own `opened`."""
+    plain = cluster.connection_kwargs["connection_class"]  # Connection or SSLConnection
+    own = type(f"Cluster{plain.__name__}", (_ClusterConnection, plain), {"opened": set()})
+    cluster.connection_kwargs["connection_class"] = own
     for node in cluster.nodes_manager.startup_nodes.values():
-        node.connection_class = guarded
+        node.connection_class = own
 
 
 async def close(client: Any) -> None:
@@ -99,6 +114,8 @@ async def close(client: Any) -> None:
         # connection would stay open. Closing the nodes again costs nothing when aclose() did it.
         await client.nodes_manager.aclose()
         await client.nodes_manager.aclose("startup_nodes")
+        for connection in list(getattr(client.connection_kwargs["connection_class"], "opened", ())):
+            await connection.disconnect()  # those of nodes dropped from the map (_ClusterConnection)
     manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
     for sentinel in getattr(manager, "sentinels", ()):
         await sentinel.aclose()

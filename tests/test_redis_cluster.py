@@ -311,3 +311,20 @@ async def test_a_node_dropped_from_the_map_under_a_replicated_write_keeps_no_con
     finally:
         await close(redis)
 
+
+
+@pytest.mark.anyio
+async def test_closing_a_cluster_client_closes_what_nodes_dropped_from_its_map_opened(cluster: ClusterSet) -> None:
+    """A pipeline under way on a node a failover replaced (the stream reads', the writes') opens its
+    connection on the old node object, which the client's aclose() no longer reaches."""
+    redis = connect(cluster.url, socket_timeout=2)
+    await redis.ping(target_nodes=redis.PRIMARIES)
+    old = redis.get_primaries()[0]
+    redis.nodes_manager.nodes_cache[old.name] = ClusterNode(old.host, old.port, old.server_type,
+                                                            **redis.connection_kwargs)  # as a refresh does
+    stray = old.acquire_connection()
+    await stray.connect()
+    old.release(stray)
+    await close(redis)
+    assert not stray.is_connected
+
