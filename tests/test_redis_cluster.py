@@ -328,3 +328,24 @@ async def test_closing_a_cluster_client_closes_what_nodes_dropped_from_its_map_o
     await close(redis)
     assert not stray.is_connected
 
+
+@pytest.mark.anyio
+async def test_a_slot_map_refresh_makes_the_reader_subscribe_again_itself(hubs: Callable[..., Any]) -> None:
+    """redis-py's ClusterPubSub would move the channels itself after a refresh, closing per-node pub/subs under
+    the reader's listeners (whose retries then reconnected connections nobody owned: the failover test's
+    leaked pub/sub sockets). The reader is told instead, and subscribes again on the current primaries."""
+    a, b = await hubs(), await hubs()
+    alice, bob = a.member("refresh", user("alice")), b.member("refresh", user("bob"))
+    await a.join(alice)
+    reader = a.broker._shards
+    before = reader._pubsub
+    await a.broker.redis.nodes_manager.initialize()  # what a failover's refresh runs
+    assert not before._reconcile_tasks
+    deadline = time.monotonic() + 5
+    while reader._pubsub is before or reader._pubsub is None or not reader._listeners:
+        assert time.monotonic() < deadline, "the reader did not subscribe again"
+        await asyncio.sleep(0.02)
+    assert before.node_pubsub_mapping == {}  # the old subscriptions are closed, not left to redis-py
+    await b.join(bob)
+    await b.post(bob, "after the refresh", "r1")
+    assert [m["text"] for m in await wait_for(alice, "message")] == ["after the refresh"]

@@ -8,8 +8,9 @@ so the one-Redis XREAD BLOCK loop cannot carry over. Instead:
 - a new id marks the room; the rooms marked are read with one pipeline of XREAD (no BLOCK) from their
   positions, which redis-py's ClusterPipeline sends as one round trip to each shard. Every room is read
   that way at least once a second too, so a news item lost with a connection costs a second, never a message.
-- any error of the subscriptions (a shard failing over) closes them all; after a pause they are made again
-  on whichever primaries the cluster client now knows, and every room is read from its position.
+- any error of the subscriptions (a shard failing over), and any refresh of the client's slot map, closes
+  them all; after a pause they are made again on whichever primaries the cluster client now knows, and
+  every room is read from its position.
 Routing, MOVED/ASK and topology refreshes are redis-py's (`RedisCluster`, `ClusterPubSub`).
 """
 
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+
 from gateway.chat.redis_keys import RoomKeys
 from gateway.redis_connect import REDIS_ERRORS, decoded
 
@@ -29,6 +32,21 @@ log = logging.getLogger("gateway.redis")
 FULL_READ_EVERY = 1.0  # seconds
 BATCH = 500  # entries per room and read
 
+
+class _Subscriptions(ClusterPubSub):
+    """redis-py's ClusterPubSub moves shard subscriptions itself after a slot-map refresh, closing the
+    per-node pub/subs that lost their channels while a listener here may be reading one: the listener's
+    retry then reconnects a connection no pub/sub owns any more (left open on a node the client dropped,
+    or read by two tasks). The reader does its own failover instead (close all, subscribe again), and a
+    refresh is reported to it."""
+
+    def __init__(self, cluster: RedisCluster, on_refresh: Callable[[], None]) -> None:
+        super().__init__(cluster)
+        self._on_refresh = on_refresh
+
+    async def on_slots_changed(self) -> None:
+        if self.shard_channels:
+            self._on_refresh()
 
 
 class ShardedReader:
@@ -58,12 +76,16 @@ class ShardedReader:
 
     async def watch(self, room: str) -> None:
         self.rooms.add(room)
-        if self._pubsub is not None:
+        pubsub = self._pubsub
+        if pubsub is not None:
             try:
-                await self._pubsub.ssubscribe(self.keys.room_events(room))
-                self._listen_all()
+                await pubsub.ssubscribe(self.keys.room_events(room))
             except REDIS_ERRORS as exc:
                 self._fail(exc)
+            if pubsub is self._pubsub:
+                self._listen_all()
+            else:  # closed meanwhile (its next subscription has the room): close what this one just opened
+                await self._close_quietly(pubsub)
         self.mark(room)  # what came before the subscription took hold
 
     async def unwatch(self, room: str) -> None:
@@ -81,7 +103,7 @@ class ShardedReader:
     # --- subscriptions ----------------------------------------------------------------------------
 
     async def _subscribe(self) -> None:
-        pubsub = self.cluster.pubsub()
+        pubsub = _Subscriptions(self.cluster, self._refreshed)
         self._pubsub = pubsub
         await pubsub.ssubscribe(self.keys.events, *(self.keys.room_events(room) for room in sorted(self.rooms)))
         self._listen_all()
@@ -123,6 +145,11 @@ class ShardedReader:
             log.warning("Redis Cluster subscription lost (%s); subscribing again", type(exc).__name__)
         self._broken.set()
 
+    def _refreshed(self) -> None:
+        if not self._broken.is_set():
+            log.info("Redis Cluster slot map refreshed; subscribing again on the current primaries")
+        self._broken.set()
+
     async def _close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         listeners, self._listeners = list(self._listeners.values()), {}
@@ -131,10 +158,14 @@ class ShardedReader:
                 task.cancel()
         await asyncio.gather(*(t for t in listeners if t is not asyncio.current_task()), return_exceptions=True)
         if pubsub is not None:
-            try:
-                await pubsub.aclose()
-            except REDIS_ERRORS:
-                pass
+            await self._close_quietly(pubsub)
+
+    @staticmethod
+    async def _close_quietly(pubsub: ClusterPubSub) -> None:
+        try:
+            await pubsub.aclose()
+        except REDIS_ERRORS:
+            pass
 
     async def _keep_subscribed(self) -> None:
         failures = 0
