@@ -164,7 +164,7 @@ def main() -> None:
     app, settings = build(args.orjson)
     setup_logging(args.log_level, settings.log_format)
     config = uvicorn_config(app, "127.0.0.1", args.port, args.log_level, settings.ws_ping_interval,
-                            settings.ws_ping_timeout, settings.trusted_proxies, backlog=4096)
+                            settings.ws_ping_timeout, settings.trusted_proxies, settings.gc_threshold, backlog=4096)
     config.ws_per_message_deflate = args.deflate
     if args.ws:
         config.ws = args.ws

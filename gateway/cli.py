@@ -56,7 +56,7 @@ def _serve(settings: Settings, sock: socket.socket, host: str, port: int, log_le
     logging.getLogger("gateway").info("listening on %s:%d (users open %s)", host, sock.getsockname()[1],
                                       settings.public_url)
     config = uvicorn_config(create_app(settings), host, port, log_level, settings.ws_ping_interval,
-                            settings.ws_ping_timeout, settings.trusted_proxies)
+                            settings.ws_ping_timeout, settings.trusted_proxies, settings.gc_threshold)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -133,7 +133,8 @@ class Gateway:
     def serve(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
               ws_max_size: int = 1 << 20) -> None:
         """Run `app` under uvicorn as `gateway serve` runs the gateway (its WebSocket handshake fixes, pings
-        every GATEWAY_WS_PING_INTERVAL, GATEWAY_TRUSTED_PROXIES, logs without query strings); blocks.
+        every GATEWAY_WS_PING_INTERVAL, GATEWAY_TRUSTED_PROXIES, GATEWAY_GC_THRESHOLD, logs without query
+        strings); blocks.
         `ws_max_size`: the largest client frame (bytes); a bigger one closes the socket with 1009."""
         import uvicorn
 
@@ -143,7 +144,7 @@ class Gateway:
         settings = self.settings
         setup_logging(log_level, settings.log_format)
         uvicorn.Server(uvicorn_config(app, host, port, log_level, settings.ws_ping_interval, settings.ws_ping_timeout,
-                                      settings.trusted_proxies, ws_max_size=ws_max_size)).run()
+                                      settings.trusted_proxies, settings.gc_threshold, ws_max_size=ws_max_size)).run()
 
     @cached_property
     def auth_router(self) -> APIRouter:

@@ -79,12 +79,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
 def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", ping_interval: float = 20.0,
                    ping_timeout: float = 20.0, trusted_proxies: list[str] | None = None,
-                   **extra: Any) -> uvicorn.Config:
+                   gc_threshold: tuple[int, int, int] | None = None, **extra: Any) -> uvicorn.Config:
     quiet_uvicorn_queries()
     # The app is built by now, and what exists lives as long as the process (modules, routes, settings):
     # out of the cyclic GC's sight, every collection while thousands of sockets connect is cheaper
     # (bench/README.md, "Where the rest goes").
     gc.freeze()
+    if gc_threshold is not None:
+        # GATEWAY_GC_THRESHOLD. Each socket is a few hundred small objects: with Python's 700, a storm of
+        # reconnects set off thousands of young and about ten full collections over millions of objects,
+        # most of the storm's CPU (bench/README.md, "The collector").
+        gc.set_threshold(*gc_threshold)
     return uvicorn.Config(
         app,
         host=host,

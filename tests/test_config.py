@@ -366,6 +366,18 @@ def test_bad_log_format(tmp_path: Path) -> None:
     assert "'text'" in problems[0] and "'json'" in problems[0]
 
 
+def test_gc_threshold_defaults_to_the_tuned_one_and_takes_three_numbers(tmp_path: Path) -> None:
+    assert settings_of(tmp_path, GOOD).gc_threshold == (50_000, 10, 10)
+    assert settings_of(tmp_path, with_changes(GATEWAY_GC_THRESHOLD="700, 10,10")).gc_threshold == (700, 10, 10)
+
+
+@pytest.mark.parametrize("value", ["700,10", "0,10,10", "700,10,10,10", "7e2,10,10", "-1,10,10", "700;10;10", ""])
+def test_a_bad_gc_threshold_says_what_it_takes(tmp_path: Path, value: str) -> None:
+    problems = problems_of(tmp_path, with_changes(GATEWAY_GC_THRESHOLD=value))
+    assert named(problems) == ["GATEWAY_GC_THRESHOLD"]
+    assert "50000,10,10" in problems[0] and repr(value) in problems[0]
+
+
 @pytest.mark.parametrize("origin", ["https://app.example.com/chat", "app.example.com", "ftp://app.example.com"])
 def test_invalid_allowed_origin(tmp_path: Path, origin: str) -> None:
     problems = problems_of(tmp_path, with_changes(GATEWAY_ALLOWED_ORIGINS=f"https://ok.example.com,{origin}"))
