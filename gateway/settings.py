@@ -18,7 +18,7 @@ from gateway.redis_url import SCHEMES as REDIS_SCHEMES
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOSTNAME = re.compile(rf"\A(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
-GC_THRESHOLD = re.compile(r"[1-9][0-9]{0,8}(?: *, *[1-9][0-9]{0,8}){2}")
+GC_THRESHOLD = re.compile(r"\A[1-9][0-9]{0,8}(?: *, *[1-9][0-9]{0,8}){2}\Z")
 MIN_SECRET_BYTES = 32
 # The placeholder shipped in .env.example: refused outside the demo.
 EXAMPLE_SECRET = "change-me-to-a-random-string-of-at-least-32-bytes"  # noqa: S105 - the placeholder we refuse
